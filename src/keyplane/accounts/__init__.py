@@ -1,0 +1,1 @@
+"""Accounts: users, passwords, 2FA and sessions."""

@@ -1,0 +1,105 @@
+"""The application factory: services, routers, the signed-request middleware and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from keyplane import __version__
+from keyplane.api import binance, errors
+from keyplane.auth.keycache import KeyCache, UsageRecorder, flush_usage, poll_changes
+from keyplane.auth.middleware import SignedRequestMiddleware
+from keyplane.auth.pipeline import Authenticator
+from keyplane.auth.routes import RouteTable
+from keyplane.errors import ServiceUnavailable
+from keyplane.services import Services, build_services
+from keyplane.settings import Settings, get_settings
+
+log = logging.getLogger("keyplane")
+
+_SWEEP_INTERVAL_S = 60.0
+
+# Each domain's HTTP package exports ``install(app, services, state)``, called once while the app is
+# built and before the route table is read. ``state`` carries shared pieces: the key cache, the
+# authenticator, background task factories ("tasks"), closers, and the "httpsig" verifier.
+Installer = Callable[[FastAPI, Services, dict[str, Any]], None]
+INSTALLERS: tuple[Installer, ...] = (binance.install,)
+
+
+async def _periodic(fn: Callable[[], object], interval_s: float, name: str) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(fn)
+        except Exception as e:
+            log.warning("%s failed: %s", name, type(e).__name__)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    services = services or build_services(settings)
+    cache = KeyCache(services.keys.load_record, max_staleness_s=settings.key_cache_max_staleness_s)
+    usage = UsageRecorder()
+    authenticator = Authenticator(settings, cache, usage=usage)
+    services.keys.listeners.append(cache.evict)
+    state: dict[str, Any] = {"cache": cache, "authenticator": authenticator, "usage": usage, "tasks": []}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(poll_changes(cache, services.keys.changed_since, settings.key_cache_poll_s)),
+            asyncio.create_task(flush_usage(usage, services.keys.record_usage, settings.last_used_flush_s)),
+            asyncio.create_task(_periodic(services.keys.sweep, _SWEEP_INTERVAL_S, "key expiry sweep")),
+        ]
+        tasks += [asyncio.create_task(factory()) for factory in state["tasks"]]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            batch = usage.drain()
+            if batch:
+                with contextlib.suppress(Exception):
+                    services.keys.record_usage(batch)
+            for closer in state.get("closers", []):
+                with contextlib.suppress(Exception):
+                    closer()
+
+    app = FastAPI(
+        title="keyplane",
+        version=__version__,
+        description="Exchange API keys: a Binance-compatible surface, a native /v1 API and a console.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.keyplane = state
+    errors.install(app)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> JSONResponse:
+        try:
+            await asyncio.to_thread(services.db.ping)
+        except ServiceUnavailable as e:
+            return JSONResponse({"status": "unavailable", "message": e.message}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    for install in INSTALLERS:
+        install(app, services, state)
+
+    table = RouteTable.from_routes(app.routes)
+    app.add_middleware(
+        SignedRequestMiddleware,
+        authenticator=authenticator,
+        table=table,
+        trusted_proxies=settings.trusted_proxies,
+        max_body_bytes=settings.max_body_bytes,
+        httpsig=state.get("httpsig"),
+    )
+    return app

@@ -1,0 +1,79 @@
+"""Account and key introspection on the Binance surface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from keyplane.api.deps import auth
+from keyplane.auth.pipeline import AuthContext
+from keyplane.auth.routes import signed
+from keyplane.keys.scopes import Scope
+
+router = APIRouter(tags=["binance: account"])
+
+
+def _ms(ts: float | None) -> int | None:
+    return None if ts is None else int(ts * 1000)
+
+
+@router.get("/api/v3/account")
+@signed(Scope.READ)
+async def account(ctx: AuthContext = Depends(auth)) -> dict[str, Any]:
+    key = ctx.key
+    can_trade, can_withdraw = Scope.TRADE in key.scopes, Scope.WITHDRAW in key.scopes
+    permissions = ["SPOT"] if can_trade else []
+    return {
+        "makerCommission": 0,
+        "takerCommission": 0,
+        "buyerCommission": 0,
+        "sellerCommission": 0,
+        "canTrade": can_trade,
+        "canWithdraw": can_withdraw,
+        "canDeposit": True,
+        "brokered": False,
+        "requireSelfTradePrevention": False,
+        "updateTime": 0,
+        "accountType": "SPOT",
+        "balances": [],
+        "permissions": permissions,
+        "uid": key.user_id,
+    }
+
+
+@router.get("/sapi/v1/account/apiRestrictions")
+@signed(None)
+async def api_restrictions(ctx: AuthContext = Depends(auth)) -> dict[str, Any]:
+    """What this key may do, as Binance reports it, plus keyplane's own detail (and the caller's IP
+    as the server sees it, the answer to "why is my IP refused")."""
+    key = ctx.key
+    r = key.restrictions
+    deadline = key.deadline_ts(None)
+    return {
+        "ipRestrict": bool(r.ip_allowlist),
+        "createTime": _ms(key.created_ts),
+        "enableReading": Scope.READ in key.scopes,
+        "enableSpotAndMarginTrading": Scope.TRADE in key.scopes,
+        "enableWithdrawals": Scope.WITHDRAW in key.scopes,
+        "enableInternalTransfer": False,
+        "enableMargin": False,
+        "enableFutures": False,
+        "permitsUniversalTransfer": False,
+        "enableVanillaOptions": False,
+        "enableFixApiTrade": False,
+        "enableFixReadOnly": False,
+        "enablePortfolioMarginTrading": False,
+        "tradingAuthorityExpirationTime": _ms(deadline),
+        # keyplane's own fields
+        "apiKey": key.public_id,
+        "keyType": key.key_type,
+        "scopes": sorted(s.value for s in key.scopes),
+        "ipAllowlist": [str(n) for n in r.ip_allowlist],
+        "symbols": list(r.symbols),
+        "maxNotional": None if r.max_notional is None else str(r.max_notional),
+        "dailyWithdrawCap": None if r.daily_withdraw_cap is None else str(r.daily_withdraw_cap),
+        "expiresAt": _ms(deadline),
+        "idleExpiry": key.idle_s is not None,
+        "callerIp": ctx.client_ip,
+    }

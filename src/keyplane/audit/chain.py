@@ -1,0 +1,42 @@
+"""The hash chain: pure functions over an event's canonical form.
+
+``hash = SHA-256(prev_hash || canonical_json(fields))``. Changing, removing or reordering any event
+breaks every hash after it, and the first mismatch names the bad event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def canonical(
+    *,
+    seq: int,
+    created_at: dt.datetime,
+    event_type: str,
+    actor: str,
+    user_id: int | None,
+    key_id: str | None,
+    ip: str | None,
+    data: str,
+) -> bytes:
+    body: dict[str, Any] = {
+        "seq": seq,
+        "created_at": created_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        "type": event_type,
+        "actor": actor,
+        "user_id": user_id,
+        "key_id": key_id,
+        "ip": ip,
+        "data": data,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def link(prev_hash: str, canonical_bytes: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_bytes).hexdigest()

@@ -1,0 +1,20 @@
+"""Audit event types, ``domain:object:verb``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    USER_CREATED = "account:user:created"
+    KEY_CREATED = "key:api_key:created"
+    KEY_UPDATED = "key:api_key:updated"
+    KEY_ROTATED = "key:api_key:rotated"
+    KEY_DISABLED = "key:api_key:disabled"
+    KEY_ENABLED = "key:api_key:enabled"
+    KEY_REVOKED = "key:api_key:revoked"
+    KEY_EXPIRED = "key:api_key:expired"
+    KEY_IDLE_WARNING = "key:api_key:idle_warning"
+    KEYS_REVOKED_ALL = "key:api_key:revoked_all"
+    MASTER_KEY_ROTATED = "key:master_key:rotated"
+    AUTH_FAILED = "auth:request:failed"

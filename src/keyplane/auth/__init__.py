@@ -1,0 +1,1 @@
+"""Signed-request verification: dialects, the pipeline, and the ASGI middleware."""

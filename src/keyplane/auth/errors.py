@@ -1,0 +1,140 @@
+"""Why a signed request was rejected. One class per reason, each with a stable ``code``.
+
+    AuthError (KeyplaneError)
+    ├── KeyMissing, KeyMalformed, KeyChecksum          the key header, before any lookup
+    ├── KeyUnknown, KeyRevoked, KeyDisabled, KeyExpired
+    ├── IpNotAllowed                                   names the IP the server saw
+    ├── ParamMissing, ParamInvalid, DuplicateParameter, RecvWindowInvalid, BodyTooLarge
+    ├── TimestampOutsideWindow                         says the server time and the client's offset
+    ├── SignatureMissing, SignatureEncoding, SignatureInvalid
+    ├── ScopeMissing, SymbolNotAllowed                 ccxt maps these to PermissionDenied
+    └── AuthUnavailable                                a dependency is down: fail closed (503)
+
+``binance_code`` is what the Binance-compatible surface sends, chosen so that ccxt raises the right
+exception (research/clients.md §1.4): -2014/-2015/-1002/-1022 -> AuthenticationError, -1021 ->
+InvalidNonce, a message containing "has no operation privilege" -> PermissionDenied, -1101/-1102 ->
+BadRequest. Several reasons share a Binance code; the ``reason`` field and ``X-Keyplane-Error``
+header always name the precise one.
+"""
+
+from __future__ import annotations
+
+from keyplane.errors import KeyplaneError
+
+
+class AuthError(KeyplaneError):
+    code = "auth_failed"
+    status = 401
+    binance_code = -1002
+    # Whether this reason counts towards an IP lockout (a guessing signal) or not (e.g. a clock issue).
+    counts_as_failure = True
+    headers: dict[str, str] = {}
+
+
+class KeyMissing(AuthError):
+    code = "key_missing"
+    binance_code = -2014
+
+
+class KeyMalformed(AuthError):
+    code = "key_malformed"
+    binance_code = -2014
+
+
+class KeyChecksum(AuthError):
+    code = "key_checksum"
+    binance_code = -2014
+
+
+class KeyUnknown(AuthError):
+    code = "key_unknown"
+    binance_code = -2015
+
+
+class KeyRevoked(AuthError):
+    code = "key_revoked"
+
+
+class KeyDisabled(AuthError):
+    code = "key_disabled"
+
+
+class KeyExpired(AuthError):
+    code = "key_expired"
+
+
+class IpNotAllowed(AuthError):
+    code = "ip_not_allowed"
+    binance_code = -2015
+
+
+class ParamMissing(AuthError):
+    code = "param_missing"
+    status = 400
+    binance_code = -1102
+
+
+class ParamInvalid(AuthError):
+    code = "param_invalid"
+    status = 400
+    binance_code = -1102
+
+
+class RecvWindowInvalid(AuthError):
+    code = "recv_window_invalid"
+    status = 400
+    binance_code = -1102
+
+
+class DuplicateParameter(AuthError):
+    code = "duplicate_parameter"
+    status = 400
+    binance_code = -1101
+
+
+class BodyTooLarge(AuthError):
+    code = "body_too_large"
+    status = 413
+    binance_code = -1100
+
+
+class TimestampOutsideWindow(AuthError):
+    code = "timestamp_outside_window"
+    status = 400
+    binance_code = -1021
+    counts_as_failure = False
+
+
+class SignatureMissing(AuthError):
+    code = "signature_missing"
+    status = 400
+    binance_code = -1102
+
+
+class SignatureEncoding(AuthError):
+    code = "signature_encoding"
+    binance_code = -1022
+
+
+class SignatureInvalid(AuthError):
+    code = "signature_invalid"
+    binance_code = -1022
+
+
+class ScopeMissing(AuthError):
+    code = "scope_missing"
+    binance_code = -2015
+    counts_as_failure = False
+
+
+class SymbolNotAllowed(AuthError):
+    code = "symbol_not_allowed"
+    binance_code = -2015
+    counts_as_failure = False
+
+
+class AuthUnavailable(AuthError):
+    code = "service_unavailable"
+    status = 503
+    binance_code = -1001
+    counts_as_failure = False

@@ -1,0 +1,64 @@
+"""The replay guard and rate limits, behind one call.
+
+The pipeline asks the gate once per signed request, after the signature is verified. A gate backed
+by Redis answers the replay check and every rate limit in a single round trip; the in-process gate
+answers from memory. :class:`OpenGate` admits everything (tests of other stages, benchmarks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from keyplane.auth.routes import RouteRule
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Rate-limit state for response headers; ``None`` fields mean "not tracked"."""
+
+    limit: int | None = None
+    used: int | None = None
+    reset_s: int | None = None
+
+
+class RequestGate(Protocol):
+    async def admit(
+        self,
+        *,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+    ) -> Admission:
+        """Admit the request or raise: a replayed token (ReplayDetected), a limit hit (RateLimited),
+        or a dependency down (AuthUnavailable). ``replay_token`` is None when no replay check applies."""
+        ...
+
+    def locked_out(self, client_ip: str) -> float:
+        """Seconds left on this IP's lockout for repeated auth failures; 0 if none."""
+        ...
+
+    def note_failure(self, client_ip: str) -> None:
+        """Count one failed authentication from this IP towards a lockout."""
+        ...
+
+
+class OpenGate:
+    async def admit(
+        self,
+        *,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+    ) -> Admission:
+        return Admission()
+
+    def locked_out(self, client_ip: str) -> float:
+        return 0.0
+
+    def note_failure(self, client_ip: str) -> None:
+        return None

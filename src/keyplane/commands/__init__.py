@@ -1,0 +1,1 @@
+"""Server-side CLI command groups (``keyplane admin``, ``keyplane serve`` ...)."""

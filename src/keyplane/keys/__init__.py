@@ -1,0 +1,1 @@
+"""API keys: their format, storage, scopes and restrictions, and their lifecycle."""

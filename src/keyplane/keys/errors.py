@@ -1,0 +1,66 @@
+"""Errors of the key lifecycle.
+
+KeyError_ (KeyplaneError)
+├── KeyNotFound            no such key for this account
+├── InvalidRestriction     a scope, CIDR, symbol, amount or duration that does not parse
+├── WithdrawNeedsIpAllowlist
+├── InvalidPublicKey       an uploaded PEM that is not an Ed25519 public key
+├── KeyStateError          e.g. enabling a revoked key
+└── UserNotFound
+"""
+
+from __future__ import annotations
+
+from keyplane.errors import InvalidInput, KeyplaneError, NotFound
+
+
+class KeyError_(KeyplaneError):
+    code = "key_error"
+
+
+class KeyNotFound(KeyError_, NotFound):
+    code = "key_not_found"
+    status = 404
+
+
+class UserNotFound(KeyError_, NotFound):
+    code = "user_not_found"
+    status = 404
+
+
+class InvalidRestriction(KeyError_, InvalidInput):
+    code = "invalid_restriction"
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        InvalidInput.__init__(self, message, field)
+
+
+class WithdrawNeedsIpAllowlist(InvalidRestriction):
+    code = "withdraw_needs_ip_allowlist"
+
+    def __init__(self) -> None:
+        super().__init__("the withdraw scope needs an IP allowlist: add at least one IP or CIDR", field="ips")
+
+
+class InvalidPublicKey(InvalidRestriction):
+    code = "invalid_public_key"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="public_key")
+
+
+class KeyStateError(KeyError_):
+    code = "key_state"
+    status = 409
+
+
+class StepUpRequired(KeyError_):
+    """The change widens what the key can do, and the caller has not passed a fresh 2FA check."""
+
+    code = "step_up_required"
+    status = 403
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("this change needs a fresh TOTP code because it " + "; ".join(reasons))
+        self.reasons = reasons

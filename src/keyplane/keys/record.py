@@ -1,0 +1,112 @@
+"""The verified-request view of a key: an immutable, cacheable snapshot with its verifiers ready.
+
+A :class:`KeyRecord` is what the auth pipeline holds in its in-process cache. It carries the
+HMAC state precomputed from the secret (so each verification costs one ``copy`` and one ``update``,
+not a fresh key schedule) or the Ed25519 verify key. Its repr shows no secret material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from keyplane.keys.scopes import Restrictions, Scope
+
+
+class HmacVerifier:
+    __slots__ = ("_base", "valid_until")
+
+    def __init__(self, secret: bytes, valid_until: float | None = None) -> None:
+        self._base = hmac.new(secret, digestmod=hashlib.sha256)
+        self.valid_until = valid_until  # epoch seconds; None while current
+
+    def __repr__(self) -> str:
+        return "HmacVerifier(<secret>)"
+
+    def digest(self, payload: bytes) -> bytes:
+        h = self._base.copy()
+        h.update(payload)
+        return h.digest()
+
+    def verify_hex(self, payload: bytes, signature_hex: str) -> bool:
+        h = self._base.copy()
+        h.update(payload)
+        # Binance HMAC signatures are case-insensitive hex.
+        return hmac.compare_digest(h.hexdigest(), signature_hex.lower())
+
+    def verify_raw(self, payload: bytes, signature: bytes) -> bool:
+        return hmac.compare_digest(self.digest(payload), signature)
+
+
+class Ed25519Verifier:
+    __slots__ = ("_key", "public_key", "valid_until")
+
+    def __init__(self, public_key: bytes, valid_until: float | None = None) -> None:
+        self._key = VerifyKey(public_key)
+        self.public_key = public_key
+        self.valid_until = valid_until
+
+    def __repr__(self) -> str:
+        return "Ed25519Verifier()"
+
+    def verify_raw(self, payload: bytes, signature: bytes) -> bool:
+        if len(signature) != 64:
+            return False
+        try:
+            self._key.verify(payload, signature)
+        except BadSignatureError:
+            return False
+        return True
+
+
+Verifier = HmacVerifier | Ed25519Verifier
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class KeyRecord:
+    db_id: int
+    public_id: str
+    user_id: int
+    key_type: str  # hmac | ed25519
+    scopes: frozenset[Scope]
+    restrictions: Restrictions
+    status: str  # active | disabled | revoked
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    # Set when the key can trade or withdraw with no IP allowlist: it expires after this much idleness.
+    idle_expiry: dt.timedelta | None
+    # The current credential first; a rotated-out one follows while its grace period lasts.
+    verifiers: tuple[Verifier, ...] = field(default=())
+    version: int = 1
+    # Epoch-second forms of the above, for the hot path (no datetime arithmetic per request).
+    expires_ts: float | None = None
+    idle_s: float | None = None
+    created_ts: float = 0.0
+    last_used_ts: float | None = None
+
+    def __repr__(self) -> str:
+        return f"KeyRecord(public_id={self.public_id[:12]!r}…, type={self.key_type}, status={self.status})"
+
+    def idle_deadline(self, last_used: dt.datetime | None) -> dt.datetime | None:
+        if self.idle_expiry is None:
+            return None
+        return max(last_used or self.created_at, self.created_at) + self.idle_expiry
+
+    def effective_expiry(self, last_used: dt.datetime | None) -> dt.datetime | None:
+        """When the key stops working: its own expiry or its idle deadline, whichever is first."""
+        candidates = [d for d in (self.restrictions.expires_at, self.idle_deadline(last_used)) if d is not None]
+        return min(candidates) if candidates else None
+
+    def deadline_ts(self, last_seen_ts: float | None) -> float | None:
+        """Epoch seconds after which the key no longer works (explicit or idle expiry), or None."""
+        deadline = self.expires_ts
+        if self.idle_s is not None:
+            last = max(self.created_ts, self.last_used_ts or 0.0, last_seen_ts or 0.0)
+            idle_deadline = last + self.idle_s
+            deadline = idle_deadline if deadline is None else min(deadline, idle_deadline)
+        return deadline

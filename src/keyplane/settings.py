@@ -1,0 +1,114 @@
+"""One typed settings object, read once from ``KEYPLANE_*`` environment variables.
+
+A bad value fails at start-up with a message that names the variable. Secrets are ``SecretStr``
+so that they never print. Call :func:`get_settings` once at the edge (CLI, app factory) and pass
+the object down; nothing below the edge reads the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "keyplane"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # A plain sqlite:///... or postgresql://... URL; keyplane picks its own driver.
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Prefix for every Redis key and channel, so several deployments (or test runs) share one Redis.
+    redis_prefix: str = "kp:"
+    # Comma-separated base64url 32-byte keys, oldest first. Unset: a generated file in data_dir.
+    master_keys: SecretStr | None = None
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    key_environment: Literal["live", "test"] = "live"
+
+    # Signed requests (binance dialect).
+    recv_window_default_ms: int = Field(default=5000, ge=1, le=60000)
+    recv_window_max_ms: int = Field(default=60000, ge=1, le=60000)
+    future_tolerance_ms: int = Field(default=1000, ge=0, le=60000)
+    max_body_bytes: int = Field(default=65536, ge=1024)
+
+    # Keys.
+    idle_expiry_days: int = Field(default=90, ge=1)
+    idle_expiry_warning_days: int = Field(default=7, ge=0)
+    rotate_grace_default_s: int = Field(default=86400, ge=0)
+    max_ip_allowlist: int = Field(default=30, ge=1, le=1000)
+
+    # How often each process polls the database for changed keys, and how stale its key cache may
+    # get before signed requests fail closed (the bound on revocation time without Redis).
+    key_cache_poll_s: float = Field(default=0.25, gt=0, le=10)
+    key_cache_max_staleness_s: float = Field(default=2.0, gt=0, le=60)
+    last_used_flush_s: float = Field(default=5.0, gt=0, le=3600)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> tuple[IPNetwork, ...]:
+        if value is None or value == "":
+            return ()
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        nets: list[IPNetwork] = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                nets.append(ipaddress.ip_network(text, strict=False))
+            except ValueError as e:
+                raise ValueError(f"not an IP address or CIDR: {text!r}") from e
+        return tuple(nets)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver keyplane uses for it."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'keyplane.db'}"
+        scheme, rest = url.split("://", 1)
+        base = scheme.split("+", 1)[0]
+        if base in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
+        return f"sqlite+pysqlite://{rest}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def embedded(self) -> bool:
+        """True when nothing outside this machine holds state: SQLite and no Redis."""
+        return self.is_sqlite and not self.redis_url
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read the environment once. Overrides are for tests and the CLI."""
+    return Settings(**overrides)  # type: ignore[arg-type]

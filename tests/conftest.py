@@ -1,0 +1,104 @@
+"""Fixtures shared by the whole suite. See tests/kptest/ for the helpers behind them."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keyplane.accounts.service import UserInfo
+from keyplane.keys.schemas import IssuedKey
+from keyplane.services import Services, build_services
+from keyplane.settings import Settings
+from kptest.backends import Backend, backend
+from kptest.server import ThreadServer, start_in_thread
+
+
+@pytest.fixture(scope="session")
+def kp_backend() -> Iterator[Backend]:
+    with backend() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def make_settings(kp_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Settings]:
+    """Settings for this backend. Each call gets its own data dir (so its own SQLite database);
+    on PostgreSQL every call shares this run's database."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path_factory.mktemp("kpdata"),
+            "database_url": kp_backend.database_url,
+            "redis_url": kp_backend.redis_url,
+            "redis_prefix": kp_backend.redis_prefix,
+            "key_cache_poll_s": 0.1,
+            "last_used_flush_s": 0.2,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Iterator[Services]:
+    svc = build_services(settings)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, services: Services) -> Iterator[ThreadServer]:
+    """One live server for the session, sharing ``services`` with the test process."""
+    from keyplane.api.app import create_app
+
+    srv = start_in_thread(create_app(settings, services))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_user(services: Services) -> Callable[..., UserInfo]:
+    def make(email: str | None = None, password: str = "correct horse battery staple") -> UserInfo:
+        return services.accounts.create_user(email or f"u{secrets.token_hex(6)}@example.com", password)
+
+    return make
+
+
+@pytest.fixture
+def make_key(services: Services, make_user: Callable[..., UserInfo]) -> Callable[..., IssuedKey]:
+    """Create a key; ``ips``/``symbols``/... become restrictions, ``user`` defaults to a new user."""
+
+    def make(
+        *,
+        user: UserInfo | None = None,
+        scopes: tuple[str, ...] = ("read",),
+        key_type: str = "hmac",
+        public_key: str | None = None,
+        label: str = "",
+        **restrictions: Any,
+    ) -> IssuedKey:
+        owner = user or make_user()
+        return services.keys.create(
+            owner.id,
+            scopes=scopes,
+            restrictions=services.keys.build_restrictions(**restrictions),
+            key_type=key_type,  # type: ignore[arg-type]
+            public_key=public_key,
+            label=label,
+        )
+
+    return make
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path
