@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from keyplane import __version__
-from keyplane.api import binance, errors
+from keyplane.api import binance, console, errors, native
 from keyplane.auth.keycache import KeyCache, UsageRecorder, flush_usage, poll_changes
 from keyplane.auth.middleware import SignedRequestMiddleware
 from keyplane.auth.pipeline import Authenticator
@@ -29,7 +29,7 @@ _SWEEP_INTERVAL_S = 60.0
 # built and before the route table is read. ``state`` carries shared pieces: the key cache, the
 # authenticator, background task factories ("tasks"), closers, and the "httpsig" verifier.
 Installer = Callable[[FastAPI, Services, dict[str, Any]], None]
-INSTALLERS: tuple[Installer, ...] = (binance.install,)
+INSTALLERS: tuple[Installer, ...] = (binance.install, native.install, console.install)
 
 
 async def _periodic(fn: Callable[[], object], interval_s: float, name: str) -> None:
