@@ -24,13 +24,24 @@ def kp_backend() -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="session")
-def make_settings(kp_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Settings]:
+def master_keys() -> str:
+    """One master key for the run: every server process on the shared PostgreSQL database uses it."""
+    from keyplane.keys.secretbox import encode_master_key, new_master_key
+
+    return encode_master_key(new_master_key())
+
+
+@pytest.fixture(scope="session")
+def make_settings(
+    kp_backend: Backend, tmp_path_factory: pytest.TempPathFactory, master_keys: str
+) -> Callable[..., Settings]:
     """Settings for this backend. Each call gets its own data dir (so its own SQLite database);
-    on PostgreSQL every call shares this run's database."""
+    on PostgreSQL every call shares this run's database and master key (KEYPLANE_MASTER_KEYS)."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path_factory.mktemp("kpdata"),
+            "master_keys": master_keys if kp_backend.database_url else None,
             "database_url": kp_backend.database_url,
             "redis_url": kp_backend.redis_url,
             "redis_prefix": kp_backend.redis_prefix,

@@ -268,6 +268,18 @@ def rotate_master_key(as_json: JsonOpt = False) -> None:
         out_console.print(f"re-encrypted {count} secret(s) under master key {keyring.newest_id}")
 
 
+@app.command("generate-master-key")
+def generate_master_key() -> None:
+    """Print a new random master key (base64url, 32 bytes) for KEYPLANE_MASTER_KEYS.
+
+    To rotate: append it to KEYPLANE_MASTER_KEYS (comma-separated, oldest first) on every node,
+    restart them, then run `keyplane admin rotate-master-key`.
+    """
+    from keyplane.keys.secretbox import encode_master_key
+
+    print(encode_master_key(new_master_key()))
+
+
 @app.command("sweep")
 def sweep(as_json: JsonOpt = False) -> None:
     """Mark expired keys and warn about idle ones now (the server also does this every minute)."""

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keyplane.keys.secretbox import Keyring, load_or_create_keyfile, parse_keyring
+from keyplane.errors import KeyplaneError
+from keyplane.keys.secretbox import Keyring, SecretBoxError, load_or_create_keyfile, parse_keyring
 from keyplane.settings import Settings
+
+
+class MasterKeyError(KeyplaneError):
+    code = "master_key_error"
+    status = 500
 
 
 def keyfile_path(settings: Settings) -> Path:
@@ -25,9 +31,18 @@ class MasterKeys:
         return f"MasterKeys(from_file={self.from_file}, ids={self.keyring.ids})"
 
     def _load(self) -> Keyring:
-        if self.settings.master_keys is not None:
-            return parse_keyring(self.settings.master_keys.get_secret_value())
-        return load_or_create_keyfile(keyfile_path(self.settings))
+        try:
+            if self.settings.master_keys is not None:
+                return parse_keyring(self.settings.master_keys.get_secret_value())
+            if not self.settings.is_sqlite:
+                # Every node must decrypt every secret: a per-node generated keyfile would not do.
+                raise MasterKeyError(
+                    "KEYPLANE_MASTER_KEYS is required with PostgreSQL (all nodes share it); "
+                    "make one with: keyplane admin generate-master-key"
+                )
+            return load_or_create_keyfile(keyfile_path(self.settings))
+        except SecretBoxError as e:
+            raise MasterKeyError(f"master key: {e}") from e
 
     def reload(self) -> bool:
         """Re-read the keyfile; True if the keyring changed."""

@@ -1,0 +1,65 @@
+"""When the database goes away, signed requests fail closed with a clear 503: never accepted on a
+cached key whose revocation could no longer be seen. They work again once it is back."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from keyplane.api.app import create_app
+from keyplane.services import build_services
+from kptest.backends import postgres_database
+from kptest.clients import signed_get
+from kptest.proxy import CuttableProxy
+from kptest.server import start_in_thread
+
+
+@pytest.fixture
+def proxied_db():
+    with postgres_database() as url:
+        parts = urlsplit(url)
+        proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+        proxy.up()
+        try:
+            yield url.replace(f":{parts.port or 5432}/", f":{proxy.port}/"), proxy
+        finally:
+            proxy.close()
+
+
+def test_database_outage_fails_closed(proxied_db, make_settings, master_keys):
+    url, proxy = proxied_db
+    settings = make_settings(
+        database_url=url, master_keys=master_keys, redis_url=None, key_cache_max_staleness_s=0.5, key_cache_poll_s=0.1
+    )
+    services = build_services(settings)
+    user = services.accounts.create_user("outage@example.com", "a long enough password")
+    known = services.keys.create(user.id)
+    fresh = services.keys.create(user.id)
+    srv = start_in_thread(create_app(settings, services))
+    try:
+        assert signed_get(srv.url, "/api/v3/account", known.info.api_key, known.secret).status_code == 200
+
+        proxy.down()
+        time.sleep(1.0)
+        for issued in (known, fresh):  # a cached key and one the server has never seen
+            resp = signed_get(srv.url, "/api/v3/account", issued.info.api_key, issued.secret)
+            assert resp.status_code == 503, resp.text
+            body = resp.json()
+            assert body["reason"] == "service_unavailable"
+            assert body["code"] == -1001
+            assert "unavailable" in body["msg"] or "cannot be checked" in body["msg"]
+
+        proxy.up()
+        deadline = time.monotonic() + 10
+        status = 0
+        while time.monotonic() < deadline:
+            status = signed_get(srv.url, "/api/v3/account", known.info.api_key, known.secret).status_code
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200
+    finally:
+        srv.stop()
+        services.close()
