@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from keyplane.api.binance import account, general
+from keyplane.api.binance import account, capital, general, market, trading
+from keyplane.exchange.service import ExchangeService
 from keyplane.services import Services
 
-router = APIRouter()
-router.include_router(general.router)
-router.include_router(account.router)
+log = logging.getLogger("keyplane.exchange")
+
+# Each module's router is included straight into the app: every extra level of router nesting
+# costs route-matching time on every request.
+ROUTERS: tuple[APIRouter, ...] = (general.router, account.router, market.router, trading.router, capital.router)
 
 
 def install(app: FastAPI, services: Services, state: dict[str, Any]) -> None:
-    app.include_router(router)
+    for router in ROUTERS:
+        app.include_router(router)
+    if services.exchange is not None:
+        state["tasks"].append(lambda: advance_withdrawals(services.exchange))
+
+
+async def advance_withdrawals(ex: ExchangeService | None, interval_s: float = 0.5) -> None:
+    """Move withdrawals along apply -> processing -> completed, in the background."""
+    while ex is not None:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(ex.wallet.advance)
+        except Exception as e:  # keep the loop alive; the next round retries
+            log.warning("withdrawal processing failed: %s", type(e).__name__)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 
-from keyplane.api.deps import auth
+from keyplane.api.binance.exchange_common import exchange, run
+from keyplane.api.deps import signed_context
 from keyplane.auth.pipeline import AuthContext
 from keyplane.auth.routes import signed
 from keyplane.keys.scopes import Scope
@@ -20,13 +22,18 @@ def _ms(ts: float | None) -> int | None:
 
 @router.get("/api/v3/account")
 @signed(Scope.READ)
-async def account(ctx: AuthContext = Depends(auth)) -> dict[str, Any]:
+async def account(request: Request) -> dict[str, Any]:
+    """Balances and what this key may do: ``canTrade``/``canWithdraw`` describe the calling key (a
+    read-only key sees ``canTrade: false``), ``permissions`` and ``scopes`` its rights."""
+    ctx = signed_context(request)
     key = ctx.key
     can_trade, can_withdraw = Scope.TRADE in key.scopes, Scope.WITHDRAW in key.scopes
     permissions = ["SPOT"] if can_trade else []
+    ex = exchange(request)
+    balances = await run(ex, ex.balances, key.user_id)
     return {
-        "makerCommission": 0,
-        "takerCommission": 0,
+        "makerCommission": 10,
+        "takerCommission": 10,
         "buyerCommission": 0,
         "sellerCommission": 0,
         "canTrade": can_trade,
@@ -34,19 +41,28 @@ async def account(ctx: AuthContext = Depends(auth)) -> dict[str, Any]:
         "canDeposit": True,
         "brokered": False,
         "requireSelfTradePrevention": False,
-        "updateTime": 0,
+        "updateTime": int(time.time() * 1000),
         "accountType": "SPOT",
-        "balances": [],
+        "balances": [
+            {"asset": name, "free": ex.assets[name].fmt(free), "locked": ex.assets[name].fmt(locked)}
+            for name, (free, locked) in sorted(balances.items())
+            if name in ex.assets
+        ],
         "permissions": permissions,
+        "scopes": sorted(s.value for s in key.scopes),
         "uid": key.user_id,
     }
 
 
 @router.get("/sapi/v1/account/apiRestrictions")
 @signed(None)
-async def api_restrictions(ctx: AuthContext = Depends(auth)) -> dict[str, Any]:
+async def api_restrictions(request: Request) -> dict[str, Any]:
     """What this key may do, as Binance reports it, plus keyplane's own detail (and the caller's IP
     as the server sees it, the answer to "why is my IP refused")."""
+    return restrictions_view(signed_context(request))
+
+
+def restrictions_view(ctx: AuthContext) -> dict[str, Any]:
     key = ctx.key
     r = key.restrictions
     deadline = key.deadline_ts(None)

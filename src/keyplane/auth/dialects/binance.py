@@ -24,7 +24,7 @@ from keyplane.auth.errors import (
     SignatureMissing,
 )
 
-_SIG = b"signature="
+_SIG = "signature="
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -37,27 +37,37 @@ class BinanceRequest:
     recv_window_ms: float
 
 
-def _split(raw: bytes) -> tuple[list[bytes], list[bytes]]:
-    """(segments without signature, signature values)"""
+def _split(raw: str) -> tuple[str, list[str]]:
+    """(the string without its ``signature`` parameter(s), the signature values)"""
+    sigs: list[str] = []
+    start = 0
+    while True:
+        idx = raw.find(_SIG, start)
+        if idx < 0:
+            return raw, sigs
+        if idx > 0 and raw[idx - 1] != "&":  # part of another parameter, e.g. "xsignature="
+            start = idx + 1
+            continue
+        end = raw.find("&", idx)
+        sigs.append(raw[idx + len(_SIG) : end if end >= 0 else len(raw)])
+        # Drop the segment and one adjoining "&", so the rest is exactly what was signed.
+        raw = raw[:idx] + raw[end + 1 :] if end >= 0 else raw[: max(idx - 1, 0)]
+        start = idx
+
+
+def _collect(raw: str, params: dict[str, str]) -> None:
     if not raw:
-        return [], []
-    keep, sigs = [], []
-    for seg in raw.split(b"&"):
-        if seg.startswith(_SIG):
-            sigs.append(seg[len(_SIG) :])
-        elif seg:
-            keep.append(seg)
-    return keep, sigs
-
-
-def _collect(segments: list[bytes], params: dict[str, str]) -> None:
-    for seg in segments:
-        key_b, _, value_b = seg.partition(b"=")
-        try:
-            key = unquote_plus(key_b.decode("ascii"))
-            value = unquote_plus(value_b.decode("ascii"), errors="strict")
-        except UnicodeDecodeError as e:
-            raise ParamInvalid("parameters must be percent-encoded ASCII") from e
+        return
+    for seg in raw.split("&"):
+        if not seg:
+            continue
+        key, _, value = seg.partition("=")
+        if "%" in seg or "+" in seg:  # most parameters need no decoding at all
+            try:
+                key = unquote_plus(key, errors="strict")
+                value = unquote_plus(value, errors="strict")
+            except UnicodeDecodeError as e:
+                raise ParamInvalid("parameters must be percent-encoded UTF-8") from e
         if key in params:
             raise DuplicateParameter(f"duplicate values for parameter {key!r} (each parameter may appear once)")
         params[key] = value
@@ -75,8 +85,12 @@ def _number(value: str, name: str) -> float:
 
 def parse(raw_query: bytes, raw_body: bytes, *, recv_window_default: int, recv_window_max: int) -> BinanceRequest:
     """Split a request into its parameters, the exact signed payload and the signature."""
-    q_keep, q_sigs = _split(raw_query)
-    b_keep, b_sigs = _split(raw_body)
+    try:
+        query, body = raw_query.decode("ascii"), raw_body.decode("ascii")
+    except UnicodeDecodeError as e:
+        raise ParamInvalid("parameters must be percent-encoded ASCII (Binance signs the bytes as sent)") from e
+    q_keep, q_sigs = _split(query)
+    b_keep, b_sigs = _split(body) if body else ("", [])
     sigs = q_sigs + b_sigs
     if not sigs:
         raise SignatureMissing("mandatory parameter 'signature' was not sent")
@@ -85,7 +99,7 @@ def parse(raw_query: bytes, raw_body: bytes, *, recv_window_default: int, recv_w
     params: dict[str, str] = {}
     _collect(q_keep, params)
     _collect(b_keep, params)
-    payload = b"&".join(q_keep) + b"&".join(b_keep)
+    payload = (q_keep + b_keep).encode("ascii")
 
     ts_text = params.get("timestamp")
     if ts_text is None:
@@ -106,11 +120,7 @@ def parse(raw_query: bytes, raw_body: bytes, *, recv_window_default: int, recv_w
             raise RecvWindowInvalid(f"recvWindow must be a number of milliseconds, got {rw_text[:32]!r}") from e
         if not 0 < recv_window <= recv_window_max:
             raise RecvWindowInvalid(f"recvWindow must be more than 0 and at most {recv_window_max}, got {rw_text}")
-    try:
-        sig_text = sigs[0].decode("ascii")
-    except UnicodeDecodeError as e:
-        raise SignatureEncoding("the signature is not ASCII") from e
-    return BinanceRequest(params, payload, sig_text, timestamp_ms, recv_window)
+    return BinanceRequest(params, payload, sigs[0], timestamp_ms, recv_window)
 
 
 def decode_hex(signature: str) -> str:

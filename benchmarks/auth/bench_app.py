@@ -1,0 +1,44 @@
+"""The keyplane app plus an unsigned twin of a signed endpoint, for the throughput comparison.
+
+    python -m benchmarks.auth.bench_app DATA_DIR PORT
+
+The twin ``/bench/open/apiRestrictions`` runs the same handler on the same stack with a fixed key
+record, so the only difference between the two is the signed-request verification.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import uvicorn
+from fastapi import Request
+
+from keyplane.api.app import create_app
+from keyplane.api.binance import account
+from keyplane.api.binance.account import restrictions_view
+from keyplane.auth.pipeline import AuthContext
+from keyplane.auth.routes import RouteRule
+from keyplane.services import build_services
+from keyplane.settings import Settings
+
+
+def main() -> None:
+    data_dir, port, key_id = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    settings = Settings(data_dir=data_dir, database_url=None, redis_url=None)
+    services = build_services(settings)
+    record = services.keys.load_record(key_id)
+    assert record is not None
+    fixed = AuthContext(record, {}, "127.0.0.1", RouteRule(None), "binance")
+
+    async def open_twin(request: Request) -> dict[str, object]:
+        return restrictions_view(fixed)
+
+    # Same router, right next to the signed route, so route matching costs the same for both.
+    account.router.add_api_route("/bench/open/apiRestrictions", open_twin, methods=["GET"])
+    app = create_app(settings, services)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
