@@ -36,7 +36,11 @@ class ThreadServer:
 
 def start_in_thread(app: object, host: str = "127.0.0.1") -> ThreadServer:
     port = free_port()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
+    # proxy_headers=False as in ``keyplane serve``: uvicorn would otherwise trust X-Forwarded-For from
+    # 127.0.0.1 itself, and keyplane reads it only from KEYPLANE_TRUSTED_PROXIES.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", proxy_headers=False
+    )  # type: ignore[arg-type]
     server = uvicorn.Server(config)
 
     def run() -> None:

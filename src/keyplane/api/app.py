@@ -13,6 +13,9 @@ from fastapi.responses import JSONResponse
 
 from keyplane import __version__
 from keyplane.api import binance, console, errors, native
+from keyplane.audit.failures import FailureRecorder, flush_failures, flush_once
+from keyplane.auth.broadcast import KeyChangePublisher, SubscriberStatus, subscribe_changes
+from keyplane.auth.gates import build_gate
 from keyplane.auth.keycache import KeyCache, UsageRecorder, flush_usage, poll_changes
 from keyplane.auth.middleware import SignedRequestMiddleware
 from keyplane.auth.pipeline import Authenticator
@@ -24,6 +27,7 @@ from keyplane.settings import Settings, get_settings
 log = logging.getLogger("keyplane")
 
 _SWEEP_INTERVAL_S = 60.0
+_FAILURE_FLUSH_S = 1.0
 
 # Each domain's HTTP package exports ``install(app, services, state)``, called once while the app is
 # built and before the route table is read. ``state`` carries shared pieces: the key cache, the
@@ -46,9 +50,27 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     services = services or build_services(settings)
     cache = KeyCache(services.keys.load_record, max_staleness_s=settings.key_cache_max_staleness_s)
     usage = UsageRecorder()
-    authenticator = Authenticator(settings, cache, usage=usage)
+    gate = build_gate(settings)
+    failures = FailureRecorder(settings.audit_failure_window_s)
+    authenticator = Authenticator(settings, cache, gate=gate, usage=usage, on_failure=failures)
     services.keys.listeners.append(cache.evict)
-    state: dict[str, Any] = {"cache": cache, "authenticator": authenticator, "usage": usage, "tasks": []}
+    state: dict[str, Any] = {
+        "cache": cache,
+        "authenticator": authenticator,
+        "usage": usage,
+        "gate": gate,
+        "failures": failures,
+        "tasks": [lambda: flush_failures(failures, services.db, _FAILURE_FLUSH_S)],
+        "closers": [],
+    }
+    if settings.redis_url:
+        # Several nodes: tell the others which keys changed, and listen for their changes.
+        publisher = KeyChangePublisher(settings)
+        services.keys.listeners.append(publisher)
+        subscriber = SubscriberStatus()
+        state["subscriber"] = subscriber
+        state["tasks"].append(lambda: subscribe_changes(settings, cache, subscriber))
+        state["closers"].append(publisher.close)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +90,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if batch:
                 with contextlib.suppress(Exception):
                     services.keys.record_usage(batch)
+            with contextlib.suppress(Exception):
+                await flush_once(failures, services.db)
+            with contextlib.suppress(Exception):
+                await gate.close()
             for closer in state.get("closers", []):
                 with contextlib.suppress(Exception):
                     closer()

@@ -2,7 +2,8 @@
 
 The pipeline asks the gate once per signed request, after the signature is verified. A gate backed
 by Redis answers the replay check and every rate limit in a single round trip; the in-process gate
-answers from memory. :class:`OpenGate` admits everything (tests of other stages, benchmarks).
+answers from memory (both in ``auth/gates.py``). :class:`OpenGate` admits everything (tests of
+other stages, benchmarks).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class RequestGate(Protocol):
         or a dependency down (AuthUnavailable). ``replay_token`` is None when no replay check applies."""
         ...
 
+    async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
+        """Count an unsigned request against the per-IP public limit, or raise RateLimited."""
+        ...
+
     def locked_out(self, client_ip: str) -> float:
         """Seconds left on this IP's lockout for repeated auth failures; 0 if none."""
         ...
@@ -55,6 +60,9 @@ class OpenGate:
         replay_token: str | None,
         replay_ttl_s: float,
     ) -> Admission:
+        return Admission()
+
+    async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
         return Admission()
 
     def locked_out(self, client_ip: str) -> float:

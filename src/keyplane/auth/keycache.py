@@ -112,6 +112,9 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, public_id: object) -> bool:
+        return public_id in self._entries
+
 
 async def poll_changes(
     cache: KeyCache,

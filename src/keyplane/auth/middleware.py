@@ -25,6 +25,20 @@ from keyplane.errors import KeyplaneError
 
 log = logging.getLogger("keyplane.auth")
 
+# Unsigned routes under these prefixes count against the per-IP public limit.
+_PUBLIC_LIMITED = ("/api/", "/sapi/")
+_PUBLIC_RULE = RouteRule(None, "binance", 1, False, "public")
+
+
+def _with_weight(send: Send, used: int | None) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", []), (b"x-mbx-used-weight-1m", str(used).encode())]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
 
 def error_body(error: KeyplaneError, dialect: str) -> bytes:
     if dialect == "binance":
@@ -108,18 +122,37 @@ class SignedRequestMiddleware:
             return
         rule = self.table.match(scope["method"], scope["path"], scope)
         if rule is None:
+            if scope["path"].startswith(_PUBLIC_LIMITED):
+                await self._public(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         await self._signed(scope, receive, send, rule)
+
+    async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Unsigned Binance-surface routes: limited per client IP only."""
+        try:
+            admission = await self.auth.gate.admit_public(self.client_ip(scope) or "-", _PUBLIC_RULE)
+        except KeyplaneError as e:
+            await send_error(send, e, "binance")
+            return
+        await self.app(scope, receive, _with_weight(send, admission.used) if admission.limit else send)
 
     async def _signed(self, scope: Scope, receive: Receive, send: Send, rule: RouteRule) -> None:
         ip = self.client_ip(scope)
         key_id: str | None = None
         try:
-            length = _header(scope, b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
+            length, chunked = None, False
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    length = value
+                elif name == b"transfer-encoding":
+                    chunked = True
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
                 raise BodyTooLarge(f"the request body is over the {self.max_body}-byte limit")
-            body = await read_body(receive, self.max_body)
+            # With neither header the request has no body (RFC 9112 §6.3): skip the receive() round.
+            has_body = chunked or (length is not None and length != b"0")
+            body = await read_body(receive, self.max_body) if has_body else b""
             if rule.dialect == "binance":
                 key_id = _header(scope, b"x-mbx-apikey")
                 ctx = await self.auth.authenticate_binance(
@@ -144,6 +177,11 @@ class SignedRequestMiddleware:
         except ConnectionError:
             return
         scope.setdefault("state", {})["auth"] = ctx
+        if not has_body:
+            await self.app(
+                scope, receive, self._with_headers(send, ctx) if ctx.admission and ctx.admission.limit else send
+            )
+            return
 
         sent = False
 

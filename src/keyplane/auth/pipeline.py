@@ -92,6 +92,8 @@ class Authenticator:
         return key
 
     def check_key_state(self, rec: KeyRecord, now_s: float) -> None:
+        if rec.status == "active" and rec.expires_ts is None and rec.idle_s is None and rec.verifiers:
+            return  # the common case: nothing to compute
         masked = keyformat.mask(rec.public_id)
         if rec.status == "revoked":
             raise E.KeyRevoked(f"API key {masked} was revoked")
@@ -217,7 +219,10 @@ class Authenticator:
         ip_key = client_ip or "-"
         if (left := self.gate.locked_out(ip_key)) > 0:
             raise IpLockedOut(left)
-        key_id = self.check_key_format(api_key_header)
+        # A key already in the cache is known to be well-formed: skip re-checking its checksum.
+        key_id = (
+            api_key_header if api_key_header and api_key_header in self.cache else self.check_key_format(api_key_header)
+        )
         req = binance.parse(
             raw_query,
             raw_body,

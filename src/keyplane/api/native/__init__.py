@@ -6,8 +6,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from keyplane.api.native import keys
+from keyplane.auth.native import HttpSigAuthenticator
 from keyplane.services import Services
 
 
 def install(app: FastAPI, services: Services, state: dict[str, Any]) -> None:
-    """Add this surface's routes to the app (its routers are included here as they are built)."""
+    """Add the /v1 routes, and the RFC 9421 verifier the signed-request middleware calls for them."""
+    state["httpsig"] = HttpSigAuthenticator(state["authenticator"])
+    app.include_router(keys.router)

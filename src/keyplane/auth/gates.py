@@ -1,0 +1,323 @@
+"""The request gate's two implementations: in-process (embedded mode) and Redis (several nodes).
+
+Both do the same four things, with the ``limits`` library's fixed-window counters:
+
+- **replay guard**: a token (an httpsig nonce, or a binance signature on a state-changing request)
+  is accepted once per key within its TTL;
+- **rate limits** per API key and per client IP, where a route costs its ``RouteRule.weight``;
+- a rate limit per client IP on public (unsigned) routes;
+- **temporary lockout**: ``lockout_failures`` failed authentications from one IP within
+  ``lockout_window_s`` lock that IP out for ``lockout_s``. Only the IP: the key's owner, calling
+  from anywhere else, is not affected.
+
+:class:`RedisGate` answers a signed request in **one** Redis round trip and one command: a Lua
+script (``EVALSHA``) that probes the lockout, does the replay ``SET NX PX`` and increments both
+counters. The counters follow ``limits``' fixed-window strategy exactly (its ``incr_expire``:
+``INCRBY``, then ``EXPIRE`` on the first hit of a window) under the key names its ``RedisStorage``
+uses (``key_prefix=<redis_prefix>limits``), so ``limits`` itself reads them back; the limits, their
+parsing and key names come from ``limits``. One script rather than a pipeline of ``limits`` calls
+because the client-side cost of a 5-command pipeline was 2.4x that of one command (measured: see
+benchmarks/auth/README.md). Any Redis error fails the request closed (503): a state-changing
+request is never served without its replay check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import limits
+from limits.storage import MemoryStorage, RedisStorage
+
+from keyplane.auth.errors import AuthUnavailable
+from keyplane.auth.errors_extra import IpLockedOut, RateLimited, ReplayDetected
+from keyplane.auth.gate import Admission
+from keyplane.auth.routes import RouteRule
+from keyplane.settings import Settings
+
+log = logging.getLogger("keyplane.auth")
+
+_MAX_TRACKED = 100_000  # bound on replay tokens / lockouts held in memory
+
+# KEYS: lockout, replay token ("" when none), key counter, IP counter
+# ARGV: replay TTL in ms ("0" = no replay check), weight, key window (s), IP window (s)
+# Returns {-1, lockout ms left} | {-2} (replayed) | {key used, IP used, key window ms left}
+_ADMIT_LUA = """
+local lock = redis.call('pttl', KEYS[1])
+if lock > 0 then return {-1, lock} end
+if ARGV[1] ~= '0' then
+  if not redis.call('set', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {-2} end
+end
+local amount = tonumber(ARGV[2])
+local used = redis.call('incrby', KEYS[3], amount)
+if used == amount then redis.call('expire', KEYS[3], ARGV[3]) end
+local ip_used = redis.call('incrby', KEYS[4], amount)
+if ip_used == amount then redis.call('expire', KEYS[4], ARGV[4]) end
+return {used, ip_used, redis.call('pttl', KEYS[3])}
+"""
+
+
+class _Policy:
+    """The configured limits, parsed once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.per_key = limits.parse(settings.rate_limit_per_key)
+        self.per_ip = limits.parse(settings.rate_limit_per_ip)
+        self.public_ip = limits.parse(settings.rate_limit_public_per_ip)
+        self.failures = limits.RateLimitItemPerSecond(settings.lockout_failures, settings.lockout_window_s)
+        self.lockout_s = settings.lockout_s
+
+    def admission(self, used: int, reset_s: float) -> Admission:
+        return Admission(limit=self.per_key.amount, used=used, reset_s=max(0, math.ceil(reset_s)))
+
+    @staticmethod
+    def rejection(item: limits.RateLimitItem, used: int, reset_s: float, rule: RouteRule, what: str) -> RateLimited:
+        reset = max(1, math.ceil(reset_s))
+        if rule.dialect == "binance":
+            headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        else:
+            headers = {
+                "RateLimit-Limit": str(item.amount),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(reset),
+            }
+        return RateLimited(
+            f"Too much request weight used {what}: limit {item.amount} per {item.get_expiry()} s; "
+            f"retry after {reset} s",
+            reset_s,
+            headers,
+        )
+
+
+class _Lockouts:
+    """This process's view of locked-out IPs (monotonic deadlines)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._until: dict[str, float] = {}
+        self._clock = clock
+
+    def left(self, ip: str) -> float:
+        until = self._until.get(ip)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._until[ip]
+            return 0.0
+        return left
+
+    def lock(self, ip: str, seconds: float) -> None:
+        if len(self._until) >= _MAX_TRACKED:
+            now = self._clock()
+            self._until = {k: v for k, v in self._until.items() if v > now}
+        self._until[ip] = self._clock() + seconds
+
+
+class _SweptMemoryStorage(MemoryStorage):
+    """``limits``' MemoryStorage without its 10 ms timer thread.
+
+    MemoryStorage restarts a ``threading.Timer`` on every ``incr`` once the previous one has fired:
+    under load that is about a hundred thread starts a second, each walking every counter while the
+    request path waits for the GIL. Counters already expire lazily when read (``incr`` calls ``get``
+    first), so only the memory clean-up needs the sweep, and :class:`MemoryGate` runs it itself,
+    once a second, inline.
+    """
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # overrides a name-mangled method
+        return None
+
+    def sweep(self) -> None:
+        self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
+class MemoryGate:
+    """In-process replay guard, limits and lockout, for one node."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = _Policy(settings)
+        self.storage = _SweptMemoryStorage()
+        self._next_sweep = 0.0
+        self._clock = clock
+        self._tokens: dict[str, float] = {}
+        self._next_purge = 0.0
+        self.lockouts = _Lockouts(clock)
+
+    def _replay(self, token: str, ttl_s: float) -> bool:
+        """True if ``token`` was seen within its TTL; otherwise remember it."""
+        now = self._clock()
+        if now >= self._next_purge or len(self._tokens) >= _MAX_TRACKED:
+            self._tokens = {k: v for k, v in self._tokens.items() if v > now}
+            self._next_purge = now + 1.0
+        until = self._tokens.get(token)
+        if until is not None and until > now:
+            return True
+        self._tokens[token] = now + ttl_s
+        return False
+
+    def _count(self, item: limits.RateLimitItem, cost: int, *ids: str) -> tuple[int, float]:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self.storage.sweep()
+        key = item.key_for(*ids)
+        used = self.storage.incr(key, item.get_expiry(), amount=cost)
+        return used, self.storage.get_expiry(key) - time.time()
+
+    async def admit(
+        self,
+        *,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+    ) -> Admission:
+        if (left := self.lockouts.left(client_ip)) > 0:
+            raise IpLockedOut(left)
+        if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s):
+            raise ReplayDetected("this signed request was already accepted once: sign each request anew")
+        p = self.policy
+        used, reset = self._count(p.per_key, rule.weight, "key", key_id)
+        if used > p.per_key.amount:
+            raise p.rejection(p.per_key, used, reset, rule, "by this API key")
+        ip_used, ip_reset = self._count(p.per_ip, rule.weight, "ip", client_ip)
+        if ip_used > p.per_ip.amount:
+            raise p.rejection(p.per_ip, ip_used, ip_reset, rule, "from this IP")
+        return p.admission(used, reset)
+
+    async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
+        p = self.policy
+        used, reset = self._count(p.public_ip, rule.weight, "public", client_ip)
+        if used > p.public_ip.amount:
+            raise p.rejection(p.public_ip, used, reset, rule, "from this IP")
+        return Admission(limit=p.public_ip.amount, used=used, reset_s=max(0, math.ceil(reset)))
+
+    def locked_out(self, client_ip: str) -> float:
+        return self.lockouts.left(client_ip)
+
+    def note_failure(self, client_ip: str) -> None:
+        failures, _ = self._count(self.policy.failures, 1, "fail", client_ip)
+        if failures >= self.policy.failures.amount:
+            self.lockouts.lock(client_ip, self.policy.lockout_s)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisGate:
+    """Replay guard, limits and lockout shared by every node through one Redis."""
+
+    def __init__(self, settings: Settings, client: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        import redis.asyncio as aioredis
+
+        self.policy = _Policy(settings)
+        self.redis = client or aioredis.Redis.from_url(
+            settings.redis_url or "",
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            client_name="keyplane-gate",
+        )
+        self.prefix = settings.redis_prefix
+        # Key names exactly as limits' RedisStorage(key_prefix=...) builds them.
+        self.limits_prefix = settings.redis_prefix + "limits"
+        # limits' own fixed-window increment, for the single counters (public, failures).
+        self._incr = self.redis.register_script(RedisStorage.SCRIPT_INCR_EXPIRE.decode("utf-8"))
+        self._admit = self.redis.register_script(_ADMIT_LUA)
+        self.lockouts = _Lockouts(clock)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def _counter(self, item: limits.RateLimitItem, *ids: str) -> str:
+        return f"{self.limits_prefix}:{item.key_for(*ids)}"
+
+    def _lock_key(self, ip: str) -> str:
+        return f"{self.prefix}lockout:{ip}"
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        # EVALSHA; after a Redis restart (NOSCRIPT, nothing ran) redis-py loads the script and retries.
+        try:
+            return await script(keys=keys, args=args)
+        except Exception as e:  # redis errors, timeouts, refused connections: fail closed
+            log.warning("redis gate unavailable: %s", type(e).__name__)
+            raise AuthUnavailable(
+                "the replay guard and rate limiter are unavailable (Redis unreachable); try again"
+            ) from e
+
+    async def admit(
+        self,
+        *,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+    ) -> Admission:
+        if (left := self.lockouts.left(client_ip)) > 0:
+            raise IpLockedOut(left)
+        p = self.policy
+        replay_key = f"{self.prefix}replay:{key_id}:{replay_token}" if replay_token is not None else ""
+        replay_ms = max(1, int(replay_ttl_s * 1000)) if replay_token is not None else 0
+        result = await self._call(
+            self._admit,
+            [
+                self._lock_key(client_ip),
+                replay_key,
+                self._counter(p.per_key, "key", key_id),
+                self._counter(p.per_ip, "ip", client_ip),
+            ],
+            [replay_ms, rule.weight, p.per_key.get_expiry(), p.per_ip.get_expiry()],
+        )
+        if int(result[0]) == -1:
+            self.lockouts.lock(client_ip, int(result[1]) / 1000.0)
+            raise IpLockedOut(int(result[1]) / 1000.0)
+        if int(result[0]) == -2:
+            raise ReplayDetected("this signed request was already accepted once: sign each request anew")
+        used, ip_used, ttl_ms = (int(x) for x in result)
+        reset = ttl_ms / 1000.0 if ttl_ms > 0 else float(p.per_key.get_expiry())
+        if used > p.per_key.amount:
+            raise p.rejection(p.per_key, used, reset, rule, "by this API key")
+        if ip_used > p.per_ip.amount:
+            raise p.rejection(p.per_ip, ip_used, float(p.per_ip.get_expiry()), rule, "from this IP")
+        return p.admission(used, reset)
+
+    async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
+        p = self.policy
+        counter = self._counter(p.public_ip, "public", client_ip)
+        used = int(await self._call(self._incr, [counter], [p.public_ip.get_expiry(), rule.weight]))
+        if used > p.public_ip.amount:
+            raise p.rejection(p.public_ip, used, float(p.public_ip.get_expiry()), rule, "from this IP")
+        return Admission(limit=p.public_ip.amount, used=used, reset_s=p.public_ip.get_expiry())
+
+    def locked_out(self, client_ip: str) -> float:
+        return self.lockouts.left(client_ip)
+
+    def note_failure(self, client_ip: str) -> None:
+        """Count the failure in Redis off the request's path (a background task)."""
+        try:
+            task = asyncio.get_running_loop().create_task(self._count_failure(client_ip))
+        except RuntimeError:
+            return
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _count_failure(self, client_ip: str) -> None:
+        p = self.policy
+        try:
+            counter = self._counter(p.failures, "fail", client_ip)
+            failures = int(await self._incr(keys=[counter], args=[p.failures.get_expiry(), 1]))
+            if failures >= p.failures.amount:
+                await self.redis.set(self._lock_key(client_ip), b"1", ex=p.lockout_s)
+                self.lockouts.lock(client_ip, p.lockout_s)
+        except Exception as e:
+            log.warning("could not count an auth failure in redis: %s", type(e).__name__)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def build_gate(settings: Settings) -> MemoryGate | RedisGate:
+    """Redis when ``KEYPLANE_REDIS_URL`` is set, in-process otherwise."""
+    return RedisGate(settings) if settings.redis_url else MemoryGate(settings)
