@@ -1,4 +1,4 @@
-"""Users: creation and lookup. The service owns the transaction and writes the audit event."""
+"""Users: sign-up, lookup and password checks. The service owns the transaction and writes the audit event."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from sqlalchemy.exc import IntegrityError
 
 from keyplane.accounts.errors import EmailTaken, InvalidEmail, WeakPassword
 from keyplane.accounts.models import User
-from keyplane.accounts.passwords import MIN_LENGTH, hash_password
+from keyplane.accounts.passwords import MIN_LENGTH, hash_password, password_problem
 from keyplane.audit.events import EventType
 from keyplane.audit.service import record as audit
 from keyplane.db import Database
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
+
+__all__ = ["MIN_LENGTH", "AccountService", "UserInfo", "check_password", "normalise_email"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +36,11 @@ def normalise_email(email: str) -> str:
     return value
 
 
-def check_password(password: str) -> None:
-    if len(password) < MIN_LENGTH:
-        raise WeakPassword(f"a password needs at least {MIN_LENGTH} characters")
+def check_password(password: str, email: str = "") -> None:
+    """Raise WeakPassword when ``password`` is too short, too common, or contains the email."""
+    problem = password_problem(password, email)
+    if problem:
+        raise WeakPassword(problem)
 
 
 class AccountService:
@@ -46,7 +50,7 @@ class AccountService:
     def create_user(self, email: str, password: str, *, actor: str = "admin:cli", ip: str | None = None) -> UserInfo:
         """Create a user. Raises InvalidEmail, WeakPassword or EmailTaken."""
         address = normalise_email(email)
-        check_password(password)
+        check_password(password, address)
         pw_hash = hash_password(password)
         try:
             with self.db.transaction() as s:
@@ -64,3 +68,15 @@ class AccountService:
         with self.db.read() as s:
             user = s.execute(select(User).where(User.email == email.strip().lower())).scalar_one_or_none()
             return None if user is None else UserInfo(user.id, user.email)
+
+    def password_hash_for(self, email: str) -> tuple[UserInfo, str] | None:
+        """The user and their password hash, for the login check only."""
+        with self.db.read() as s:
+            user = s.execute(select(User).where(User.email == email.strip().lower())).scalar_one_or_none()
+            return None if user is None else (UserInfo(user.id, user.email), user.password_hash)
+
+    def set_password_hash(self, user_id: int, pw_hash: str) -> None:
+        with self.db.transaction() as s:
+            user = s.get(User, user_id)
+            if user is not None:
+                user.password_hash = pw_hash

@@ -259,6 +259,8 @@ def rotate_master_key(as_json: JsonOpt = False) -> None:
             write_keyfile(path, keyring)  # old + new: running servers can read both meanwhile
             svc.master.keyring = keyring
         count = svc.keys.reencrypt_all(keyring)
+        if svc.identity is not None:  # TOTP secrets are under the same keyring
+            count += svc.identity.twofactor.reencrypt(keyring)
         if svc.master.from_file:
             write_keyfile(keyfile_path(svc.settings), keyring.only_newest())
     doc = {"reencrypted": count, "master_key_id": keyring.newest_id}

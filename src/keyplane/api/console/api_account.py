@@ -1,0 +1,273 @@
+"""``/v1/account``: the console's operations as a JSON API, authenticated by the session cookie plus
+the ``X-CSRF-Token`` header on every call that changes anything.
+
+Before login, ``GET /v1/account/csrf`` hands out a double-submit token (cookie + header) for
+``signup`` and ``login``. After login, the session's token comes back in each login response and
+from ``GET /v1/account/session``. A request signed with an API key is refused here, whatever its
+scopes: keys never manage keys.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.security import APIKeyCookie, APIKeyHeader
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from keyplane.accounts.keyactions import KeySpec, parse_expiry, parse_grace
+from keyplane.api.console.web import (
+    SESSION_COOKIE,
+    ConsoleUser,
+    anon_csrf_token,
+    api_user,
+    check_anon_csrf,
+    check_csrf,
+    clear_session_cookie,
+    identity_of,
+    key_actions,
+    request_ip,
+    services_of,
+    set_anon_csrf_cookie,
+    set_session_cookie,
+    user_agent,
+)
+
+# Declared for the OpenAPI schema; api_user does the checking.
+_session_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="console session cookie")
+_csrf_scheme = APIKeyHeader(name="X-CSRF-Token", auto_error=False, description="CSRF token of the session")
+
+
+def _user(
+    request: Request,
+    _cookie: Annotated[str | None, Depends(_session_scheme)] = None,
+    _csrf: Annotated[str | None, Depends(_csrf_scheme)] = None,
+) -> ConsoleUser:
+    return api_user(request)
+
+
+User = Annotated[ConsoleUser, Depends(_user)]
+router = APIRouter(prefix="/v1/account", tags=["account"])
+
+
+class Credentials(BaseModel):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+
+
+class CodeIn(BaseModel):
+    totp: str = Field("", max_length=32, description="a 6-digit TOTP code (or, at login, a recovery code)")
+
+
+class KeyCreate(BaseModel):
+    label: str = ""
+    scopes: list[str] = Field(default_factory=lambda: ["read"])
+    ips: list[str] = Field(default_factory=list, description="IPv4/IPv6 CIDRs, at most 30")
+    symbols: list[str] = Field(default_factory=list)
+    max_notional: str | None = None
+    daily_withdraw_cap: str | None = None
+    expires_at: str | None = Field(None, description="a date (2027-01-31), ISO timestamp or duration (30d)")
+    type: str = Field("hmac", description="hmac or ed25519")
+    public_key: str | None = Field(None, description="the Ed25519 public key (PEM) for type ed25519")
+    totp: str = ""
+
+
+class KeyPatch(BaseModel):
+    label: str | None = None
+    scopes: list[str] | None = None
+    ips: list[str] | None = None
+    symbols: list[str] | None = None
+    max_notional: str | None = None
+    daily_withdraw_cap: str | None = None
+    expires_at: str | None = None
+    totp: str = Field("", description="needed only when the change widens the key")
+
+
+class RotateIn(BaseModel):
+    grace: str | None = Field(None, description="how long the old credential keeps working, e.g. 24h or 0")
+    public_key: str | None = None
+    totp: str = ""
+
+
+class RevokeAllIn(BaseModel):
+    confirm: bool = False
+    totp: str = ""
+
+
+async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+@router.get("/csrf", summary="A CSRF token for signup and login (also set as a cookie)")
+def csrf(request: Request, response: Response) -> dict[str, str]:
+    token = anon_csrf_token(request)
+    set_anon_csrf_cookie(request, response, token)
+    return {"csrf_token": token}
+
+
+@router.post("/signup", status_code=201, summary="Create an account and log in")
+def signup(request: Request, response: Response, body: Credentials) -> dict[str, Any]:
+    check_anon_csrf(request, None)
+    ident = identity_of(request)
+    user, token = ident.signup(body.email, body.password, ip=request_ip(request), user_agent=user_agent(request))
+    set_session_cookie(request, response, token)
+    return {"user": user.to_json(), "csrf_token": ident.session(token).csrf_token, "two_factor": False}
+
+
+@router.post("/login", summary="Log in with email and password")
+def login(request: Request, response: Response, body: Credentials) -> dict[str, Any]:
+    check_anon_csrf(request, None)
+    ident = identity_of(request)
+    result = ident.login(body.email, body.password, ip=request_ip(request), user_agent=user_agent(request))
+    set_session_cookie(request, response, result.token)
+    csrf_token = ident.session(result.token).csrf_token
+    return {"user": result.user.to_json(), "needs_totp": result.needs_code, "csrf_token": csrf_token}
+
+
+@router.post("/login/totp", summary="Second login step: a TOTP or recovery code")
+def login_totp(request: Request, response: Response, body: CodeIn) -> dict[str, Any]:
+    ident = identity_of(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    info = ident.session(token)
+    check_csrf(request, info.csrf_token)
+    new_token = ident.finish_login(token or "", body.totp, ip=request_ip(request), user_agent=user_agent(request))
+    set_session_cookie(request, response, new_token)
+    return {"csrf_token": ident.session(new_token).csrf_token}
+
+
+@router.post("/logout", status_code=204, summary="End this session")
+def logout(request: Request, user: User) -> Response:
+    identity_of(request).logout(user.token, ip=user.ip)
+    response = Response(status_code=204)
+    clear_session_cookie(request, response)
+    return response
+
+
+@router.get("/session", summary="Who is logged in, and the session's CSRF token")
+def session(request: Request, user: User) -> dict[str, Any]:
+    status = identity_of(request).twofactor.status(user.id)
+    return {
+        "user": {"id": user.id, "email": user.email},
+        "csrf_token": user.csrf_token,
+        "two_factor": status.enabled,
+        "recovery_codes_left": status.recovery_codes_left,
+    }
+
+
+@router.post("/totp/enrol", summary="Start TOTP enrolment: the key, the otpauth URI and a QR code (SVG)")
+def totp_enrol(request: Request, user: User) -> dict[str, str]:
+    enrolment = identity_of(request).twofactor.begin(user.id)
+    return {"secret": enrolment.secret, "uri": enrolment.uri, "qr_svg": enrolment.qr_svg}
+
+
+@router.post("/totp/confirm", summary="Finish enrolment with a code; returns 10 recovery codes, once")
+def totp_confirm(request: Request, user: User, body: CodeIn) -> dict[str, Any]:
+    codes = identity_of(request).twofactor.confirm(user.id, body.totp, ip=user.ip)
+    return {"recovery_codes": codes}
+
+
+@router.post("/recovery-codes", summary="Replace the recovery codes (needs a TOTP code)")
+def new_recovery_codes(request: Request, user: User, body: CodeIn) -> dict[str, Any]:
+    codes = identity_of(request).twofactor.regenerate_codes(user.id, body.totp, ip=user.ip)
+    return {"recovery_codes": codes}
+
+
+@router.get("/keys", summary="Every API key of the account")
+def list_keys(request: Request, user: User) -> dict[str, Any]:
+    return {"keys": [k.to_json() for k in services_of(request).keys.list_keys(user.id)]}
+
+
+@router.post(
+    "/keys", status_code=201, summary="Create an API key (needs 2FA and a fresh TOTP code); the secret is shown once"
+)
+async def create_key(request: Request, user: User, body: KeyCreate) -> dict[str, Any]:
+    spec = KeySpec(
+        label=body.label,
+        scopes=body.scopes,
+        ips=body.ips,
+        symbols=body.symbols,
+        max_notional=body.max_notional,
+        daily_withdraw_cap=body.daily_withdraw_cap,
+        expires_at=parse_expiry(body.expires_at),
+        key_type=body.type,
+        public_key=body.public_key,
+    )
+    issued = await _run(key_actions(request).create, user.id, spec, body.totp, actor=user.actor)
+    out: dict[str, Any] = issued.to_json()
+    return out
+
+
+@router.post("/keys/revoke-all", summary="Revoke every key of the account (confirm + TOTP)")
+async def revoke_all(request: Request, user: User, body: RevokeAllIn) -> dict[str, Any]:
+    ids = await _run(key_actions(request).revoke_all, user.id, body.totp, confirmed=body.confirm, actor=user.actor)
+    return {"revoked": ids}
+
+
+@router.get("/keys/{api_key}", summary="One API key")
+def get_key(request: Request, user: User, api_key: str) -> dict[str, Any]:
+    out: dict[str, Any] = services_of(request).keys.get(api_key, user.id).to_json()
+    return out
+
+
+@router.patch("/keys/{api_key}", summary="Change a key; widening needs a fresh TOTP code")
+async def patch_key(request: Request, user: User, api_key: str, body: KeyPatch) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name in body.model_fields_set - {"totp"}:
+        value = getattr(body, name)
+        changes[name] = parse_expiry(value) if name == "expires_at" else value
+    for name in ("scopes", "ips", "symbols", "label"):
+        if name in changes and changes[name] is None:
+            changes[name] = "" if name == "label" else []
+    info = await _run(key_actions(request).update, user.id, api_key, body.totp, actor=user.actor, **changes)
+    out: dict[str, Any] = info.to_json()
+    return out
+
+
+@router.post("/keys/{api_key}/rotate", summary="New credential (shown once); the old one works for the grace")
+async def rotate_key(request: Request, user: User, api_key: str, body: RotateIn) -> dict[str, Any]:
+    grace = parse_grace(body.grace, services_of(request).settings.rotate_grace_default_s)
+    issued = await _run(
+        key_actions(request).rotate,
+        user.id,
+        api_key,
+        body.totp,
+        grace=grace,
+        public_key=body.public_key,
+        actor=user.actor,
+    )
+    out: dict[str, Any] = issued.to_json()
+    return out
+
+
+@router.post("/keys/{api_key}/disable", summary="Disable a key")
+async def disable_key(request: Request, user: User, api_key: str) -> dict[str, Any]:
+    info = await _run(key_actions(request).disable, user.id, api_key, actor=user.actor)
+    out: dict[str, Any] = info.to_json()
+    return out
+
+
+@router.post("/keys/{api_key}/enable", summary="Re-enable a disabled key (needs a TOTP code)")
+async def enable_key(request: Request, user: User, api_key: str, body: CodeIn) -> dict[str, Any]:
+    info = await _run(key_actions(request).enable, user.id, api_key, body.totp, actor=user.actor)
+    out: dict[str, Any] = info.to_json()
+    return out
+
+
+@router.post("/keys/{api_key}/revoke", summary="Revoke a key (permanent)")
+async def revoke_key(request: Request, user: User, api_key: str) -> dict[str, Any]:
+    info = await _run(key_actions(request).revoke, user.id, api_key, actor=user.actor)
+    out: dict[str, Any] = info.to_json()
+    return out
+
+
+@router.get("/activity", summary="The account's audit events, newest first")
+def activity(
+    request: Request,
+    user: User,
+    before: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    api_key: str | None = None,
+) -> dict[str, Any]:
+    events = identity_of(request).activity(user.id, limit=limit, before=before, key_id=api_key)
+    return {"events": [e.to_json() for e in events]}
