@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyplane.accounts.identity import Identity
 from keyplane.accounts.service import AccountService
 from keyplane.db import Database
+from keyplane.exchange.service import ExchangeService
 from keyplane.keys.master import MasterKeys
 from keyplane.keys.service import KeyService
 from keyplane.settings import Settings
@@ -25,6 +27,10 @@ class Services:
     accounts: AccountService
     # Services of other domains, by name (e.g. "exchange"), registered by their builders below.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Console sign-in, sessions and 2FA (accounts/identity.py).
+    identity: Identity | None = None
+    # The reference exchange: markets, orders, wallet, market data (exchange/service.py).
+    exchange: ExchangeService | None = None
 
     def close(self) -> None:
         self.db.dispose()
@@ -36,10 +42,13 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     if migrate:
         db.migrate()
     master = MasterKeys(settings)
+    accounts = AccountService(db)
     return Services(
         settings=settings,
         db=db,
         master=master,
         keys=KeyService(db, settings, master),
-        accounts=AccountService(db),
+        accounts=accounts,
+        identity=Identity(db, settings, master, accounts),
+        exchange=ExchangeService.from_settings(db, settings),
     )

@@ -62,6 +62,43 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Console sessions and 2FA. Cookies get ``Secure`` when served over https, or always when
+    # ``cookie_secure`` is true. Rate limits use the ``limits`` notation ("10/5minutes").
+    session_idle_s: int = Field(default=1800, ge=60)
+    session_absolute_s: int = Field(default=43200, ge=300)
+    cookie_secure: bool = False
+    totp_issuer: str = "keyplane"
+    # 30-second steps accepted either side of the server's clock, for drifting phone clocks.
+    totp_drift_steps: int = Field(default=1, ge=0, le=10)
+    login_limit_per_user: str = "10/5minutes"
+    login_limit_per_ip: str = "100/5minutes"
+    totp_limit_per_user: str = "5/minute"
+    totp_limit_per_ip: str = "50/minute"
+
+    # Reference exchange: markets/assets file (JSON or TOML; built-in defaults when unset), demo mode
+    # (console faucet), and how long a withdrawal waits in each state (applied -> processing -> completed).
+    markets_file: Path | None = None
+    demo: bool = False
+    withdraw_step_s: float = Field(default=2.0, ge=0, le=3600)
+
+    # Native signed requests (RFC 9421): how far ``created`` may lie in the past and the future.
+    httpsig_past_s: int = Field(default=5, ge=1, le=300)
+    httpsig_future_s: int = Field(default=1, ge=0, le=60)
+    # Request rate limits in the ``limits`` notation; a route's weight is its cost. Per API key, per
+    # client IP on signed routes, and per client IP on the public (unsigned) /api routes.
+    rate_limit_per_key: str = "1200/minute"
+    rate_limit_per_ip: str = "2400/minute"
+    rate_limit_public_per_ip: str = "1200/minute"
+    # Temporary lockout: this many failed authentications from one IP within the window lock that
+    # IP (only that IP) out for ``lockout_s``.
+    lockout_failures: int = Field(default=20, ge=1)
+    lockout_window_s: int = Field(default=60, ge=1)
+    lockout_s: int = Field(default=300, ge=1)
+    # Audit log of auth failures: one event per (key, IP, reason) per window, carrying a count.
+    audit_failure_window_s: float = Field(default=60.0, gt=0, le=86400)
+    # Redis socket timeout: a slow Redis fails signed requests closed instead of stalling them.
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_proxies(cls, value: object) -> tuple[IPNetwork, ...]:

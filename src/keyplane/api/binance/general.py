@@ -17,12 +17,4 @@ async def server_time() -> dict[str, int]:
     return {"serverTime": int(time.time() * 1000)}
 
 
-@router.get("/api/v3/exchangeInfo")
-async def exchange_info() -> dict[str, object]:
-    return {
-        "timezone": "UTC",
-        "serverTime": int(time.time() * 1000),
-        "rateLimits": [],
-        "exchangeFilters": [],
-        "symbols": [],
-    }
+# exchangeInfo lives with the rest of the market data in market.py.

@@ -1,0 +1,99 @@
+"""Matching throughput in-process, and how an order's cost grows with book depth.
+
+    python -m benchmarks.exchange.inprocess [--orders 2000 --depths 1000,10000,100000 --database-url URL]
+
+Calls ``OrderService.place`` directly (no HTTP) on a fresh database: SQLite in a temp dir, or the
+PostgreSQL database given. For each depth, the book is first filled with that many resting bids
+(through the service, so balances and ledger stay consistent), then three bounded series run:
+
+- ``rest``: a limit bid that rests inside the book (insert into the index);
+- ``cross``: a limit ask that takes the best bid (one fill: trade, fills, maker update, ledger);
+- ``sweep``: a market sell that takes the 10 best bids (ten fills in one transaction); each round
+  puts the ten levels back with resting bids, whose cost (the ``rest`` median) is subtracted.
+
+Prints JSON: microseconds per order (median of 3 rounds) per series and depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from keyplane.exchange.params import parse_new_order
+from keyplane.keys.secretbox import encode_master_key, new_master_key
+from keyplane.services import build_services
+from keyplane.settings import Settings
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--orders", type=int, default=2000)
+    ap.add_argument("--depths", default="1000,10000,100000")
+    ap.add_argument("--database-url", default=None)
+    ap.add_argument("--max-seconds", type=float, default=120.0, help="per depth, for filling and measuring")
+    args = ap.parse_args()
+    out: dict[str, object] = {"backend": "postgresql" if args.database_url else "sqlite", "orders": args.orders}
+    for depth in [int(d) for d in args.depths.split(",")]:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(data_dir=Path(tmp), database_url=args.database_url,
+                                master_keys=encode_master_key(new_master_key()), redis_url=None)  # fmt: skip
+            svc = build_services(settings)
+            ex = svc.exchange
+            assert ex is not None
+            m = ex.markets
+            tag = f"{time.time_ns()}"
+            maker = svc.accounts.create_user(f"maker{tag}@example.com", "a long and unguessable passphrase 42").id
+            taker = svc.accounts.create_user(f"taker{tag}@example.com", "a long and unguessable passphrase 42").id
+            for uid in (maker, taker):
+                ex.wallet.credit(uid, "USDT", "1000000000")
+                ex.wallet.credit(uid, "BTC", "1000000")
+
+            def order(uid: int, side: str, otype: str, price: str | None, qty: str, ex=ex, m=m) -> None:
+                p = {"symbol": "BTCUSDT", "side": side, "type": otype, "quantity": qty}
+                if price is not None:
+                    p.update(price=price, timeInForce="GTC")
+                ex.orders.place(uid, parse_new_order(p, m))
+
+            deadline = time.monotonic() + args.max_seconds
+            t0 = time.perf_counter()
+            for i in range(depth):  # bids from 10000.00 down, one cent apart
+                order(maker, "BUY", "LIMIT", f"{10000 - (i % 900000) / 100:.2f}", "0.001")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"filling {depth} orders took over {args.max_seconds}s")
+            fill_s = time.perf_counter() - t0
+            series: dict[str, list[float]] = {"rest": [], "cross": [], "sweep": []}
+            for _ in range(3):
+                for name, values in series.items():
+                    n = args.orders if name != "sweep" else max(args.orders // 10, 10)
+                    start = time.perf_counter()
+                    for i in range(n):
+                        if name == "rest":
+                            order(maker, "BUY", "LIMIT", f"{5000 + (i % 1000) / 100:.2f}", "0.001")
+                        elif name == "cross":
+                            order(taker, "SELL", "LIMIT", "9000.00", "0.001")
+                            order(maker, "BUY", "LIMIT", "10000.00", "0.001")  # put the level back
+                        else:
+                            order(taker, "SELL", "MARKET", None, "0.01")
+                            for _k in range(10):
+                                order(maker, "BUY", "LIMIT", "10000.00", "0.001")
+                    per = (time.perf_counter() - start) / n
+                    if name == "cross":
+                        per /= 2  # the refill is a resting order, measured in "rest"
+                    elif name == "sweep":  # minus the ten refills, at the rest series' cost
+                        per -= 10 * statistics.median(series["rest"]) / 1e6
+                    values.append(per * 1e6)
+            out[f"depth_{depth}"] = {
+                "fill_orders_per_s": round(depth / fill_s, 1),
+                **{f"{k}_us_per_order": round(statistics.median(v), 1) for k, v in series.items()},
+                "rest_orders_per_s": round(1e6 / statistics.median(series["rest"]), 1),
+            }
+            svc.close()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""What the exchange routes share: reaching the service, running it, and Binance's JSON shapes.
+
+On SQLite a service call runs inline on the event loop: the database serialises writers anyway, and
+a thread hop would cost more than the call. On PostgreSQL it runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from keyplane.errors import ServiceUnavailable
+from keyplane.exchange.markets import Market
+from keyplane.exchange.orders import OrderView
+from keyplane.exchange.service import ExchangeService
+
+T = TypeVar("T")
+
+
+def exchange(request: Request) -> ExchangeService:
+    svc: ExchangeService | None = request.app.state.services.exchange
+    if svc is None:
+        raise ServiceUnavailable("the exchange is not enabled on this server")
+    return svc
+
+
+async def run(ex: ExchangeService, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    if ex.db.is_sqlite:
+        return fn(*args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def reply(doc: Any) -> JSONResponse:
+    return JSONResponse(doc)
+
+
+def order_json(v: OrderView, market: Market, *, full: bool = False) -> dict[str, Any]:
+    q = market.quote
+    doc: dict[str, Any] = {
+        "symbol": v.symbol,
+        "orderId": v.id,
+        "orderListId": -1,
+        "clientOrderId": v.client_order_id,
+        "price": market.price_text(v.price),
+        "origQty": market.qty_text(v.orig_qty),
+        "executedQty": market.qty_text(v.executed_qty),
+        "cummulativeQuoteQty": q.fmt(v.cum_quote),
+        "status": v.status,
+        "timeInForce": v.tif,
+        "type": v.type,
+        "side": v.side,
+        "selfTradePreventionMode": v.stp,
+    }
+    if full:
+        doc["transactTime"] = v.created_ms
+        doc["workingTime"] = v.created_ms
+        doc["fills"] = [
+            {
+                "price": market.price_text(int(f["price"])),
+                "qty": market.qty_text(int(f["qty"])),
+                "commission": (market.base if f["commissionAsset"] == market.base.name else q).fmt(
+                    int(f["commission"])
+                ),
+                "commissionAsset": f["commissionAsset"],
+                "tradeId": f["tradeId"],
+            }
+            for f in v.fills
+        ]
+    else:
+        doc.update(
+            {
+                "stopPrice": "0.00000000",
+                "icebergQty": "0.00000000",
+                "time": v.created_ms,
+                "updateTime": v.updated_ms,
+                "isWorking": v.is_open,
+                "workingTime": v.created_ms,
+                "origQuoteOrderQty": q.fmt(v.orig_quote_qty),
+            }
+        )
+    return doc

@@ -1,0 +1,126 @@
+"""Orders and fills on the Binance surface. Signed parameters come from ``AuthContext.params``, which
+the middleware already parsed from the query string or form body: nothing parses them twice."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from keyplane.api.binance.exchange_common import exchange, order_json, reply, run
+from keyplane.api.deps import signed_context
+from keyplane.auth.routes import signed
+from keyplane.exchange.errors import BadParameter
+from keyplane.exchange.params import int_param, market_of, parse_new_order
+from keyplane.keys.scopes import Scope
+
+router = APIRouter(tags=["binance: trading"])
+
+
+def _order_ref(params: dict[str, str]) -> tuple[int | None, str | None]:
+    order_id = int_param(params, "orderId")
+    client_id = params.get("origClientOrderId") or None
+    if order_id is None and client_id is None:
+        raise BadParameter("Param 'orderId' or 'origClientOrderId' must be sent, but both were empty/null!")
+    return order_id, client_id
+
+
+@router.post("/api/v3/order")
+@signed(Scope.TRADE, symbol_restricted=True)
+async def new_order(request: Request) -> JSONResponse:
+    ctx = signed_context(request)
+    ex = exchange(request)
+    order = parse_new_order(ctx.params, ex.markets)
+    key = ctx.key
+    view = await run(
+        ex, ex.orders.place, key.user_id, order, key_id=key.public_id, max_notional=key.restrictions.max_notional
+    )
+    if order.resp_type == "ACK":
+        return reply(
+            {"symbol": view.symbol, "orderId": view.id, "orderListId": -1, "clientOrderId": view.client_order_id,
+             "transactTime": view.created_ms}
+        )  # fmt: skip
+    return reply(order_json(view, order.market, full=True))
+
+
+@router.post("/api/v3/order/test")
+@signed(Scope.TRADE, symbol_restricted=True)
+async def test_order(request: Request) -> JSONResponse:
+    """Validates an order as /order would (filters, symbol, parameters) and places nothing."""
+    ctx = signed_context(request)
+    parse_new_order(ctx.params, exchange(request).markets)
+    return reply({})
+
+
+@router.get("/api/v3/order")
+@signed(Scope.READ)
+async def get_order(request: Request) -> JSONResponse:
+    ctx = signed_context(request)
+    ex = exchange(request)
+    market = market_of(ctx.params, ex.markets)
+    order_id, client_id = _order_ref(ctx.params)
+    view = await run(ex, ex.orders.get, ctx.key.user_id, market, order_id, client_id)
+    return reply(order_json(view, market))
+
+
+@router.delete("/api/v3/order")
+@signed(Scope.TRADE, symbol_restricted=True)
+async def cancel_order(request: Request) -> JSONResponse:
+    ctx = signed_context(request)
+    ex = exchange(request)
+    market = market_of(ctx.params, ex.markets)
+    order_id, client_id = _order_ref(ctx.params)
+    view = await run(ex, ex.orders.cancel, ctx.key.user_id, market, order_id, client_id)
+    doc = order_json(view, market)
+    doc["origClientOrderId"] = view.client_order_id
+    return reply(doc)
+
+
+@router.get("/api/v3/openOrders")
+@signed(Scope.READ)
+async def open_orders(request: Request) -> JSONResponse:
+    ctx = signed_context(request)
+    ex = exchange(request)
+    symbol = market_of(ctx.params, ex.markets).symbol if ctx.params.get("symbol") else None
+    views = await run(ex, ex.orders.open_orders, ctx.key.user_id, symbol)
+    return reply([order_json(v, ex.markets[v.symbol]) for v in views])
+
+
+@router.get("/api/v3/allOrders")
+@signed(Scope.READ)
+async def all_orders(request: Request) -> JSONResponse:
+    ctx = signed_context(request)
+    ex = exchange(request)
+    market = market_of(ctx.params, ex.markets)
+    limit = int_param(ctx.params, "limit", 500, 1, 1000) or 500
+    views = await run(ex, ex.orders.all_orders, ctx.key.user_id, market.symbol, limit)
+    return reply([order_json(v, market) for v in views])
+
+
+@router.get("/api/v3/myTrades")
+@signed(Scope.READ)
+async def my_trades(request: Request) -> JSONResponse:
+    ctx = signed_context(request)
+    ex = exchange(request)
+    p = ctx.params
+    market = market_of(p, ex.markets)
+    start, end = int_param(p, "startTime"), int_param(p, "endTime")
+    if start is not None and end is not None and end - start > 86_400_000:
+        raise BadParameter("The time between startTime and endTime can't be longer than 24 hours.")
+    rows = await run(
+        ex, ex.orders.my_trades, ctx.key.user_id, market.symbol,
+        start_ms=start, end_ms=end, from_id=int_param(p, "fromId"), order_id=int_param(p, "orderId"),
+        limit=int_param(p, "limit", 500, 1, 1000) or 500,
+    )  # fmt: skip
+    out = []
+    for r in rows:
+        fee_asset = ex.assets[str(r["commission_asset"])]
+        out.append(
+            {
+                "symbol": market.symbol, "id": r["trade_id"], "orderId": r["order_id"], "orderListId": -1,
+                "price": market.price_text(int(r["price"])), "qty": market.qty_text(int(r["qty"])),  # type: ignore[call-overload]
+                "quoteQty": market.quote.fmt(int(r["quote_qty"])),  # type: ignore[call-overload]
+                "commission": fee_asset.fmt(int(r["commission"])), "commissionAsset": fee_asset.name,  # type: ignore[call-overload]
+                "time": r["ts"], "isBuyer": bool(r["is_buyer"]), "isMaker": bool(r["is_maker"]), "isBestMatch": True,
+            }
+        )  # fmt: skip
+    return reply(out)

@@ -1,0 +1,134 @@
+"""Why the exchange refused a request. Each class carries the Binance code and message that make
+ccxt raise the matching exception (research/clients.md §1.4).
+
+    ExchangeError (KeyplaneError)
+    ├── UnknownSymbol            -1121 "Invalid symbol."                        -> BadSymbol
+    ├── BadParameter             -1102 missing or malformed parameter           -> BadRequest
+    ├── IllegalCharacters        -1100 negative or non-numeric amount           -> BadRequest
+    ├── TooPrecise               -1111 more decimals than the asset has          -> BadRequest
+    ├── FilterFailure            -1013 "Filter failure: PRICE_FILTER|LOT_SIZE"  -> InvalidOrder
+    │                                  "Filter failure: NOTIONAL"               -> BadRequest
+    ├── OrderRejected            -2010                                          -> InvalidOrder
+    │   ├── InsufficientBalance        exact Binance text                       -> InsufficientFunds
+    │   ├── DuplicateOrder             "Duplicate order sent."
+    │   ├── WouldTakeLiquidity         LIMIT_MAKER that would cross             -> OrderImmediatelyFillable
+    │   └── KeyLimitExceeded           over a key's max notional / daily cap    -> PermissionDenied
+    ├── OrderNotFound            -2013 "Order does not exist."                  -> OrderNotFound
+    ├── CancelRejected           -2011 unknown or already final order           -> OrderNotFound
+    ├── InvalidAddress           -1102 malformed or not allowlisted address     -> BadRequest
+    ├── StepUpRequired           a console allowlist change without TOTP
+    └── WithdrawRefused          -4026-style refusals (minimum amount, coin)    -> BadRequest
+"""
+
+from __future__ import annotations
+
+from keyplane.errors import KeyplaneError
+
+INSUFFICIENT_BALANCE_MSG = "Account has insufficient balance for requested action."
+
+
+class ExchangeError(KeyplaneError):
+    code = "exchange_error"
+    status = 400
+    binance_code = -1000
+
+
+class UnknownSymbol(ExchangeError):
+    code = "unknown_symbol"
+    binance_code = -1121
+
+    def __init__(self, symbol: str) -> None:
+        # ccxt matches the exact Binance text first; the symbol is in ``reason`` and the docs.
+        super().__init__("Invalid symbol.")
+        self.symbol = symbol
+
+
+class BadParameter(ExchangeError):
+    code = "bad_parameter"
+    binance_code = -1102
+
+
+class IllegalCharacters(ExchangeError):
+    code = "illegal_characters"
+    binance_code = -1100
+
+
+class TooPrecise(ExchangeError):
+    code = "too_precise"
+    binance_code = -1111
+
+
+class FilterFailure(ExchangeError):
+    code = "filter_failure"
+    binance_code = -1013
+
+    def __init__(self, filter_name: str, detail: str) -> None:
+        super().__init__(f"Filter failure: {filter_name} ({detail})")
+        self.filter_name = filter_name
+
+
+class OrderRejected(ExchangeError):
+    code = "order_rejected"
+    binance_code = -2010
+
+
+class InsufficientBalance(OrderRejected):
+    code = "insufficient_balance"
+
+    def __init__(self, message: str = INSUFFICIENT_BALANCE_MSG) -> None:
+        super().__init__(message)
+
+
+class DuplicateOrder(OrderRejected):
+    code = "duplicate_order"
+
+    def __init__(self) -> None:
+        super().__init__("Duplicate order sent.")
+
+
+class WouldTakeLiquidity(OrderRejected):
+    code = "would_take_liquidity"
+
+    def __init__(self) -> None:
+        super().__init__("Order would immediately match and take.")
+
+
+class KeyLimitExceeded(OrderRejected):
+    """A per-key restriction (max notional, daily withdrawal cap). The message contains "has no
+    operation privilege", which ccxt maps to PermissionDenied."""
+
+    code = "key_limit_exceeded"
+    status = 403
+
+
+class OrderNotFound(ExchangeError):
+    code = "order_not_found"
+    binance_code = -2013
+
+    def __init__(self, message: str = "Order does not exist.") -> None:
+        super().__init__(message)
+
+
+class CancelRejected(ExchangeError):
+    code = "cancel_rejected"
+    binance_code = -2011
+
+
+class InvalidAddress(ExchangeError):
+    code = "invalid_address"
+    binance_code = -1102
+
+
+class WithdrawRefused(ExchangeError):
+    code = "withdraw_refused"
+    binance_code = -4026
+
+
+class StepUpRequired(ExchangeError):
+    """A console change to the withdrawal address allowlist without a fresh TOTP code."""
+
+    code = "step_up_required"
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__("changing the withdrawal address allowlist needs a fresh TOTP code")

@@ -1,0 +1,171 @@
+"""Public market data, read from the book and the trade tape: depth, recent trades, tickers, klines.
+
+Klines are built from trades on request (one pass over the window's trades); intervals with no
+trades are left out, as on a market that did not trade.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from keyplane.db import Database
+from keyplane.exchange.markets import Market
+
+INTERVALS_MS = {
+    "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+    "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
+}  # fmt: skip
+DAY_MS = 86_400_000
+
+_LEVELS = text(
+    "SELECT price, SUM(remaining) FROM ex_book WHERE symbol = :s AND side = :side "
+    "GROUP BY sort_key, price ORDER BY sort_key LIMIT :n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    symbol: str
+    open: int
+    high: int
+    low: int
+    last: int
+    volume: int
+    quote_volume: int
+    count: int
+    first_id: int
+    last_id: int
+    open_ms: int
+    close_ms: int
+    bid: tuple[int, int] | None
+    ask: tuple[int, int] | None
+
+
+class MarketData:
+    def __init__(self, db: Database, markets: dict[str, Market], clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.markets = markets
+        self.clock = clock
+
+    def depth(self, market: Market, limit: int = 100) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+        """(last update id, bids best first, asks best first) as (price, qty) levels."""
+        with self.db.read() as session:
+            conn = session.connection()
+            seq = conn.execute(
+                text("SELECT trade_seq FROM ex_markets WHERE symbol = :s"), {"s": market.symbol}
+            ).scalar()
+            bids = conn.execute(_LEVELS, {"s": market.symbol, "side": "BUY", "n": limit}).all()
+            asks = conn.execute(_LEVELS, {"s": market.symbol, "side": "SELL", "n": limit}).all()
+            top = conn.execute(
+                text("SELECT MAX(order_id) FROM ex_book WHERE symbol = :s"), {"s": market.symbol}
+            ).scalar()
+        update_id = max(int(seq or 0), int(top or 0))
+        return update_id, [(int(p), int(q)) for p, q in bids], [(int(p), int(q)) for p, q in asks]
+
+    def recent_trades(self, market: Market, limit: int = 500) -> list[dict[str, object]]:
+        with self.db.read() as session:
+            rows = (
+                session.connection()
+                .execute(
+                    text(
+                        "SELECT id, price, qty, quote_qty, ts, buyer_is_maker FROM ex_trades WHERE symbol = :s "
+                        "ORDER BY id DESC LIMIT :n"
+                    ),
+                    {"s": market.symbol, "n": limit},
+                )
+                .all()
+            )
+        return [dict(r._mapping) for r in reversed(rows)]
+
+    def _top(self, conn: object, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        out: list[tuple[int, int] | None] = []
+        for side in ("BUY", "SELL"):
+            row = conn.execute(_LEVELS, {"s": market.symbol, "side": side, "n": 1}).first()  # type: ignore[attr-defined]
+            out.append(None if row is None else (int(row[0]), int(row[1])))
+        return out[0], out[1]
+
+    def ticker(self, market: Market) -> Ticker:
+        now = int(self.clock() * 1000)
+        since = now - DAY_MS
+        with self.db.read() as session:
+            conn = session.connection()
+            agg = conn.execute(
+                text(
+                    "SELECT MIN(id), MAX(id), MAX(price), MIN(price), COALESCE(SUM(qty), 0), "
+                    "COALESCE(SUM(quote_qty), 0), COUNT(*) FROM ex_trades WHERE symbol = :s AND ts >= :a"
+                ),
+                {"s": market.symbol, "a": since},
+            ).one()
+            first_id, last_id, high, low, vol, qvol, count = agg
+            price_of = text("SELECT price FROM ex_trades WHERE symbol = :s AND id = :i")
+            if count:
+                open_p = int(conn.execute(price_of, {"s": market.symbol, "i": first_id}).scalar_one())
+                last_p = int(conn.execute(price_of, {"s": market.symbol, "i": last_id}).scalar_one())
+            else:
+                last = conn.execute(
+                    text("SELECT price FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"), {"s": market.symbol}
+                ).scalar()
+                open_p = last_p = int(last or 0)
+                high = low = last_p
+            bid, ask = self._top(conn, market)
+        return Ticker(
+            market.symbol, open_p, int(high or 0), int(low or 0), last_p, int(vol), int(qvol), int(count),
+            int(first_id or -1), int(last_id or -1), since, now, bid, ask,
+        )  # fmt: skip
+
+    def book_ticker(self, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        with self.db.read() as session:
+            return self._top(session.connection(), market)
+
+    def last_price(self, market: Market) -> int:
+        with self.db.read() as session:
+            last = (
+                session.connection()
+                .execute(
+                    text("SELECT price FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"), {"s": market.symbol}
+                )
+                .scalar()
+            )
+        return int(last or 0)
+
+    def klines(
+        self, market: Market, interval: str, *, start_ms: int | None = None, end_ms: int | None = None, limit: int = 500
+    ) -> list[list[int]]:
+        """[open time, open, high, low, close, volume, close time, quote volume, trades, taker buy base,
+        taker buy quote] per interval, oldest first, as integers (the route formats them)."""
+        step = INTERVALS_MS[interval]
+        end = end_ms if end_ms is not None else int(self.clock() * 1000)
+        start = start_ms if start_ms is not None else (end // step - limit + 1) * step
+        start -= start % step
+        with self.db.read() as session:
+            rows = (
+                session.connection()
+                .execute(
+                    text(
+                        "SELECT ts, price, qty, quote_qty, buyer_is_maker FROM ex_trades WHERE symbol = :s "
+                        "AND ts >= :a AND ts <= :b ORDER BY id"
+                    ),
+                    {"s": market.symbol, "a": start, "b": end},
+                )
+                .all()
+            )
+        out: dict[int, list[int]] = {}
+        for ts, price, qty, quote, buyer_is_maker in rows:
+            t0 = ts - ts % step
+            k = out.get(t0)
+            if k is None:
+                if len(out) >= limit:
+                    break
+                k = out[t0] = [t0, price, price, price, price, 0, t0 + step - 1, 0, 0, 0, 0]
+            k[2], k[3], k[4] = max(k[2], price), min(k[3], price), price
+            k[5] += qty
+            k[7] += quote
+            k[8] += 1
+            if not buyer_is_maker:  # the taker bought
+                k[9] += qty
+                k[10] += quote
+        return list(out.values())

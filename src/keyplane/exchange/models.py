@@ -1,0 +1,177 @@
+"""Exchange tables. Amounts are integers in each asset's base units; times are epoch milliseconds
+(the unit of every Binance timestamp). The CHECK constraints make a negative balance impossible even
+if a service had a bug.
+
+``ex_book`` holds only resting orders, indexed in matching order, so matching reads the best few
+rows and never the whole book. ``ex_orders`` keeps every order for history.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from keyplane.accounts import models as _accounts  # noqa: F401  (the users table our foreign keys name)
+from keyplane.db import Base
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+md = Base.metadata
+
+markets = sa.Table(
+    "ex_markets",
+    md,
+    sa.Column("symbol", sa.String(20), primary_key=True),
+    # Last trade id in this market (Binance trade ids are per symbol). The row is also the market's
+    # matching lock on PostgreSQL (SELECT ... FOR UPDATE).
+    sa.Column("trade_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+balances = sa.Table(
+    "ex_balances",
+    md,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("asset", sa.String(16), primary_key=True),
+    sa.Column("available", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("locked", sa.BigInteger, nullable=False, server_default="0"),
+    sa.CheckConstraint("available >= 0", name="available_nonneg"),
+    sa.CheckConstraint("locked >= 0", name="locked_nonneg"),
+)
+
+ledger = sa.Table(
+    "ex_ledger",
+    md,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    # What the entries belong to: "order:12", "trade:BTCUSDT:7", "deposit:3", "withdrawal:<id>".
+    sa.Column("ref", sa.String(80), nullable=False),
+    sa.Column("asset", sa.String(16), nullable=False),
+    # "user:<id>:available", "user:<id>:locked", "fees", "withdrawing", "external".
+    sa.Column("account", sa.String(40), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+)
+
+orders = sa.Table(
+    "ex_orders",
+    md,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("symbol", sa.String(20), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("tif", sa.String(4), nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),  # 0 for market orders
+    sa.Column("orig_qty", sa.BigInteger, nullable=False),
+    sa.Column("orig_quote_qty", sa.BigInteger, nullable=False),
+    sa.Column("executed_qty", sa.BigInteger, nullable=False),
+    sa.Column("cum_quote", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("client_order_id", sa.String(36), nullable=False),
+    sa.Column("stp", sa.String(16), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("user_id", "client_order_id", name="uq_ex_orders_client_id"),
+)
+
+book = sa.Table(
+    "ex_book",
+    md,
+    sa.Column("order_id", BigId, primary_key=True),
+    sa.Column("symbol", sa.String(20), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    # price for asks, -price for bids: ascending sort_key, then order id, is price-time priority.
+    sa.Column("sort_key", sa.BigInteger, nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("remaining", sa.BigInteger, nullable=False),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.CheckConstraint("remaining > 0", name="remaining_pos"),
+    sa.Index("ix_ex_book_match", "symbol", "side", "sort_key", "order_id"),
+    sa.Index("ix_ex_book_user", "user_id", "symbol"),
+)
+
+trades = sa.Table(
+    "ex_trades",
+    md,
+    sa.Column("symbol", sa.String(20), primary_key=True),
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("qty", sa.BigInteger, nullable=False),
+    sa.Column("quote_qty", sa.BigInteger, nullable=False),
+    sa.Column("buyer_order_id", sa.BigInteger, nullable=False),
+    sa.Column("seller_order_id", sa.BigInteger, nullable=False),
+    sa.Column("buyer_is_maker", sa.Boolean, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Index("ix_ex_trades_time", "symbol", "ts"),
+)
+
+fills = sa.Table(
+    "ex_fills",
+    md,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("symbol", sa.String(20), nullable=False),
+    sa.Column("trade_id", sa.BigInteger, nullable=False),
+    sa.Column("order_id", sa.BigInteger, nullable=False),
+    sa.Column("is_buyer", sa.Boolean, nullable=False),
+    sa.Column("is_maker", sa.Boolean, nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("qty", sa.BigInteger, nullable=False),
+    sa.Column("quote_qty", sa.BigInteger, nullable=False),
+    sa.Column("commission", sa.BigInteger, nullable=False),
+    sa.Column("commission_asset", sa.String(16), nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Index("ix_ex_fills_user", "user_id", "symbol", "trade_id"),
+    sa.Index("ix_ex_fills_order", "order_id"),
+)
+
+deposits = sa.Table(
+    "ex_deposits",
+    md,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("coin", sa.String(16), nullable=False),
+    sa.Column("network", sa.String(16), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("address", sa.String(128), nullable=False),
+    sa.Column("tx_id", sa.String(80), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # admin | faucet
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("amount > 0", name="amount_pos"),
+    sa.Index("ix_ex_deposits_user", "user_id", "ts"),
+)
+
+withdrawals = sa.Table(
+    "ex_withdrawals",
+    md,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("coin", sa.String(16), nullable=False),
+    sa.Column("network", sa.String(16), nullable=False),
+    sa.Column("address", sa.String(128), nullable=False),
+    sa.Column("address_tag", sa.String(64), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("fee", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),  # Binance: 2 awaiting, 4 processing, 6 completed
+    sa.Column("tx_id", sa.String(80), nullable=False),
+    sa.Column("apply_ms", sa.BigInteger, nullable=False),
+    sa.Column("update_ms", sa.BigInteger, nullable=False),
+    sa.Column("complete_ms", sa.BigInteger, nullable=True),
+    sa.CheckConstraint("amount > 0", name="amount_pos"),
+    sa.Index("ix_ex_withdrawals_user", "user_id", "apply_ms"),
+    sa.Index("ix_ex_withdrawals_status", "status"),
+)
+
+withdraw_addresses = sa.Table(
+    "ex_withdraw_addresses",
+    md,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("coin", sa.String(16), nullable=False),
+    sa.Column("address", sa.String(128), nullable=False),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("user_id", "coin", "address", name="uq_ex_withdraw_addresses_entry"),
+)
+
+ALL_TABLES = (markets, balances, ledger, orders, book, trades, fills, deposits, withdrawals, withdraw_addresses)

@@ -1,0 +1,410 @@
+"""Placing, cancelling and querying orders.
+
+:meth:`OrderService.place` runs in **one** write transaction: the order row, the funds it reserves,
+its fills (trades, both sides' fills, maker order and book updates), every balance change and every
+ledger entry commit together or not at all. Matching holds the market's lock for the whole
+transaction: ``SELECT ... FOR UPDATE`` on the market row on PostgreSQL; on SQLite the write
+transaction itself (``BEGIN IMMEDIATE``) already serialises writers across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import exc, text
+from sqlalchemy.engine import Connection
+
+from keyplane.db import Database
+from keyplane.exchange import ledger as L
+from keyplane.exchange.errors import (
+    CancelRejected,
+    DuplicateOrder,
+    InsufficientBalance,
+    KeyLimitExceeded,
+    OrderNotFound,
+    WouldTakeLiquidity,
+)
+from keyplane.exchange.markets import Market, plain
+from keyplane.exchange.matching import BATCH, Fill, Plan, Resting, Taker, plan
+from keyplane.exchange.params import NewOrder, check_notional
+from keyplane.exchange.sql import Raw, write
+from keyplane.keys.format import mask
+
+OPEN = ("NEW", "PARTIALLY_FILLED")
+
+_BOOK_TOP = (
+    "SELECT order_id, user_id, price, remaining, sort_key FROM ex_book WHERE symbol = :s AND side = :side "
+    "ORDER BY sort_key, order_id LIMIT :n"
+)
+_BOOK_AFTER = (
+    "SELECT order_id, user_id, price, remaining, sort_key FROM ex_book WHERE symbol = :s AND side = :side "
+    "AND (sort_key > :k OR (sort_key = :k AND order_id > :o)) ORDER BY sort_key, order_id LIMIT :n"
+)
+_LOCK_MARKET = "SELECT trade_seq FROM ex_markets WHERE symbol = :s FOR UPDATE"
+_READ_SEQ = "SELECT trade_seq FROM ex_markets WHERE symbol = :s"
+_SET_SEQ = "UPDATE ex_markets SET trade_seq = :q WHERE symbol = :s"
+_AVAILABLE = "SELECT available FROM ex_balances WHERE user_id = :u AND asset = :a"
+_MAKER_ORDER = (
+    "UPDATE ex_orders SET executed_qty = executed_qty + :q, cum_quote = cum_quote + :c, status = :st, "
+    "updated_ms = :t WHERE id = :id"
+)
+_BOOK_REDUCE = "UPDATE ex_book SET remaining = remaining - :q WHERE order_id = :id"
+_BOOK_DELETE = "DELETE FROM ex_book WHERE order_id = :id"
+_TAKER_ORDER = "UPDATE ex_orders SET executed_qty = :q, cum_quote = :c, status = :st, updated_ms = :t WHERE id = :id"
+_INSERT_ORDER = (
+    "INSERT INTO ex_orders (user_id, key_id, symbol, side, type, tif, price, orig_qty, orig_quote_qty, executed_qty, "
+    "cum_quote, status, client_order_id, stp, created_ms, updated_ms) VALUES (:user_id, :key_id, :symbol, :side, "
+    ":type, :tif, :price, :orig_qty, :orig_quote_qty, 0, 0, 'NEW', :client_order_id, :stp, :now, :now) RETURNING id"
+)
+_INSERT_BOOK = (
+    "INSERT INTO ex_book (order_id, symbol, side, sort_key, price, remaining, user_id) "
+    "VALUES (:order_id, :symbol, :side, :sort_key, :price, :remaining, :user_id)"
+)
+_INSERT_TRADE = (
+    "INSERT INTO ex_trades (symbol, id, price, qty, quote_qty, buyer_order_id, seller_order_id, buyer_is_maker, ts) "
+    "VALUES (:symbol, :id, :price, :qty, :quote_qty, :buyer_order_id, :seller_order_id, :buyer_is_maker, :ts)"
+)
+_INSERT_FILL = (
+    "INSERT INTO ex_fills (user_id, symbol, trade_id, order_id, is_buyer, is_maker, price, qty, quote_qty, commission, "
+    "commission_asset, ts) VALUES (:user_id, :symbol, :trade_id, :order_id, :is_buyer, :is_maker, :price, :qty, "
+    ":quote_qty, :commission, :commission_asset, :ts)"
+)
+
+
+@dataclass(slots=True)
+class OrderView:
+    """An order as stored, plus (after placement) the taker's own fills."""
+
+    id: int
+    user_id: int
+    symbol: str
+    side: str
+    type: str
+    tif: str
+    price: int
+    orig_qty: int
+    orig_quote_qty: int
+    executed_qty: int
+    cum_quote: int
+    status: str
+    client_order_id: str
+    stp: str
+    created_ms: int
+    updated_ms: int
+    fills: list[dict[str, int | str]] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN
+
+
+def _view(row: Sequence[object]) -> OrderView:
+    return OrderView(*row)  # type: ignore[arg-type]
+
+
+_ORDER_COLS = (
+    "id, user_id, symbol, side, type, tif, price, orig_qty, orig_quote_qty, executed_qty, cum_quote, status, "
+    "client_order_id, stp, created_ms, updated_ms"
+)
+
+
+def reservation(market: Market, side: str, price: int, remaining: int) -> int:
+    """What a resting order keeps locked: the quote for a bid, the base for an ask."""
+    return market.notional(remaining, price) if side == "BUY" else remaining
+
+
+def fee(amount: int, rate: Decimal) -> int:
+    return int(amount * rate)  # rounded down, in the asset received
+
+
+class OrderService:
+    def __init__(self, db: Database, markets: dict[str, Market], clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.markets = markets
+        self.clock = clock
+
+    def _lock_market(self, db: Raw, symbol: str) -> int | None:
+        if self.db.is_sqlite:
+            return None
+        row = db.one(_LOCK_MARKET, {"s": symbol})
+        assert row is not None
+        return int(row[0])
+
+    # -- placing ---------------------------------------------------------------------------------
+
+    def place(
+        self, user_id: int, order: NewOrder, *, key_id: str | None = None, max_notional: Decimal | None = None
+    ) -> OrderView:
+        market = order.market
+        with write(self.db) as db:
+            now = int(self.clock() * 1000)
+            seq = self._lock_market(db, market.symbol)
+            taker = Taker(user_id, order.side, order.limit, order.qty, order.quote_qty or None, order.stp)
+            opposite = "SELL" if order.side == "BUY" else "BUY"
+
+            def fetch(after: tuple[int, int] | None) -> list[Resting]:
+                if after is None:
+                    rows = db.all(_BOOK_TOP, {"s": market.symbol, "side": opposite, "n": BATCH})
+                else:
+                    args = {"s": market.symbol, "side": opposite, "k": after[0], "o": after[1], "n": BATCH}
+                    rows = db.all(_BOOK_AFTER, args)
+                return [Resting(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+            p = plan(market, taker, fetch)
+            if order.type == "LIMIT_MAKER" and p.fills:
+                raise WouldTakeLiquidity()
+            if order.tif == "FOK" and p.qty < (order.qty or 0):
+                p = Plan(stopped=p.stopped or "fok")
+            if order.type == "MARKET" and order.qty is not None and p.fills:
+                check_notional(market, market.notional(order.qty, p.fills[0].maker.price))
+            spend_asset = market.quote.name if order.side == "BUY" else market.base.name
+            if order.side == "SELL":
+                reserve = order.qty or 0
+            elif order.type == "MARKET":
+                reserve = order.quote_qty if order.qty is None else p.quote
+            else:
+                reserve = market.notional(order.qty or 0, order.price)
+            self._check_key_limit(market, order, p, max_notional, key_id)
+            have = db.one(_AVAILABLE, {"u": user_id, "a": spend_asset})
+            if (have[0] if have else 0) < reserve:
+                raise InsufficientBalance()
+
+            try:
+                row = db.one(
+                    _INSERT_ORDER,
+                    {
+                        "user_id": user_id, "key_id": key_id, "symbol": market.symbol, "side": order.side,
+                        "type": order.type, "tif": order.tif, "price": order.price, "orig_qty": order.qty or 0,
+                        "orig_quote_qty": order.quote_qty, "client_order_id": order.client_id, "stp": order.stp,
+                        "now": now,
+                    },
+                )  # fmt: skip
+                assert row is not None
+                order_id = int(row[0])
+            except exc.IntegrityError as e:
+                raise DuplicateOrder() from e
+
+            journal = L.Journal(now)
+            ref = f"order:{order_id}"
+            journal.move(ref, spend_asset, L.available(user_id), L.locked(user_id), reserve)
+            view = OrderView(
+                order_id, user_id, market.symbol, order.side, order.type, order.tif, order.price, order.qty or 0,
+                order.quote_qty, 0, 0, "NEW", order.client_id, order.stp, now, now,
+            )  # fmt: skip
+            if p.fills:
+                if seq is None:
+                    row = db.one(_READ_SEQ, {"s": market.symbol})
+                    assert row is not None
+                    seq = int(row[0])
+                self._apply_fills(db, journal, market, view, p.fills, seq, now)
+                db.execute(_SET_SEQ, {"q": seq + len(p.fills), "s": market.symbol})
+
+            view.executed_qty, view.cum_quote = p.qty, p.quote
+            remaining = (order.qty or 0) - p.qty
+            held = 0
+            if p.stopped == "stp":
+                view.status = "EXPIRED_IN_MATCH"
+            elif order.qty is None:
+                view.status = "FILLED" if p.stopped == "budget" and p.fills else "EXPIRED"
+            elif remaining == 0:
+                view.status = "FILLED"
+            elif order.type == "MARKET" or order.tif in ("IOC", "FOK"):
+                view.status = "EXPIRED"
+            else:
+                view.status = "PARTIALLY_FILLED" if p.fills else "NEW"
+                held = reservation(market, order.side, order.price, remaining)
+                db.execute(
+                    _INSERT_BOOK,
+                    {
+                        "order_id": order_id, "symbol": market.symbol, "side": order.side,
+                        "sort_key": -order.price if order.side == "BUY" else order.price, "price": order.price,
+                        "remaining": remaining, "user_id": user_id,
+                    },
+                )  # fmt: skip
+            consumed = p.quote if order.side == "BUY" else p.qty
+            journal.move(ref, spend_asset, L.locked(user_id), L.available(user_id), reserve - consumed - held)
+            if view.status != "NEW":
+                args = {"q": p.qty, "c": p.quote, "st": view.status, "t": now, "id": order_id}
+                db.execute(_TAKER_ORDER, args)
+            journal.apply(db)
+            return view
+
+    def _check_key_limit(
+        self, market: Market, order: NewOrder, p: Plan, max_notional: Decimal | None, key_id: str | None
+    ) -> None:
+        if max_notional is None:
+            return
+        if order.type == "MARKET":
+            notional = order.quote_qty if order.qty is None else p.quote
+        else:
+            notional = market.notional(order.qty or 0, order.price)
+        limit = int(max_notional.scaleb(market.quote.decimals))
+        if notional > limit:
+            q = market.quote
+            shown = f"API key {mask(key_id)}" if key_id else "This API key"
+            raise KeyLimitExceeded(
+                f"{shown} has no operation privilege for orders over its maximum notional of "
+                f"{plain(max_notional)} {q.name}: this order's notional is "
+                f"{plain(Decimal(notional).scaleb(-q.decimals))} {q.name}"
+            )
+
+    def _apply_fills(
+        self, db: Raw, j: L.Journal, market: Market, taker: OrderView, fills: list[Fill], seq: int, now: int
+    ) -> None:
+        base, quote = market.base.name, market.quote.name
+        trade_rows: list[dict[str, object]] = []
+        fill_rows: list[dict[str, object]] = []
+        maker_rows: list[dict[str, object]] = []
+        book_reduce: list[dict[str, object]] = []
+        book_delete: list[dict[str, object]] = []
+        taker_buys = taker.side == "BUY"
+        for i, f in enumerate(fills, start=1):
+            tid = seq + i
+            mk = f.maker
+            buyer, seller = (taker.user_id, mk.user_id) if taker_buys else (mk.user_id, taker.user_id)
+            buyer_rate, seller_rate = (
+                (market.taker_fee, market.maker_fee) if taker_buys else (market.maker_fee, market.taker_fee)
+            )
+            fee_b, fee_s = fee(f.qty, buyer_rate), fee(f.quote, seller_rate)
+            ref = f"trade:{market.symbol}:{tid}"
+            j.move(ref, quote, L.locked(buyer), L.available(seller), f.quote - fee_s)
+            j.move(ref, quote, L.locked(buyer), L.FEES, fee_s)
+            j.move(ref, base, L.locked(seller), L.available(buyer), f.qty - fee_b)
+            j.move(ref, base, L.locked(seller), L.FEES, fee_b)
+            buyer_order, seller_order = (taker.id, mk.order_id) if taker_buys else (mk.order_id, taker.id)
+            trade_rows.append(
+                {
+                    "symbol": market.symbol, "id": tid, "price": mk.price, "qty": f.qty, "quote_qty": f.quote,
+                    "buyer_order_id": buyer_order, "seller_order_id": seller_order,
+                    "buyer_is_maker": not taker_buys, "ts": now,
+                }
+            )  # fmt: skip
+            common = {"symbol": market.symbol, "trade_id": tid, "price": mk.price, "qty": f.qty, "quote_qty": f.quote}
+            t_fee, m_fee = (fee_b, fee_s) if taker_buys else (fee_s, fee_b)
+            t_asset, m_asset = (base, quote) if taker_buys else (quote, base)
+            fill_rows.append(
+                {**common, "user_id": taker.user_id, "order_id": taker.id, "is_buyer": taker_buys, "is_maker": False,
+                 "commission": t_fee, "commission_asset": t_asset, "ts": now}
+            )  # fmt: skip
+            fill_rows.append(
+                {**common, "user_id": mk.user_id, "order_id": mk.order_id, "is_buyer": not taker_buys,
+                 "is_maker": True, "commission": m_fee, "commission_asset": m_asset, "ts": now}
+            )  # fmt: skip
+            left = mk.remaining - f.qty
+            maker_rows.append(
+                {"q": f.qty, "c": f.quote, "st": "FILLED" if left == 0 else "PARTIALLY_FILLED", "t": now,
+                 "id": mk.order_id}
+            )  # fmt: skip
+            (book_delete if left == 0 else book_reduce).append({"q": f.qty, "id": mk.order_id})
+            taker.fills.append(
+                {"price": mk.price, "qty": f.qty, "commission": t_fee, "commissionAsset": t_asset, "tradeId": tid}
+            )
+        db.many(_INSERT_TRADE, trade_rows)
+        db.many(_INSERT_FILL, fill_rows)
+        db.many(_MAKER_ORDER, maker_rows)
+        db.many(_BOOK_REDUCE, book_reduce)
+        db.many(_BOOK_DELETE, [{"id": r["id"]} for r in book_delete])
+
+    # -- cancelling and reading ------------------------------------------------------------------
+
+    def _find(
+        self, conn: Connection, user_id: int, symbol: str, order_id: int | None, client_id: str | None
+    ) -> OrderView | None:
+        args: dict[str, object]
+        if order_id is not None:
+            sql, args = "id = :v", {"v": order_id}
+        else:
+            sql, args = "client_order_id = :v", {"v": client_id}
+        row = conn.execute(
+            text(f"SELECT {_ORDER_COLS} FROM ex_orders WHERE user_id = :u AND {sql}"), {"u": user_id, **args}
+        ).first()
+        if row is None or row[2] != symbol:
+            return None
+        return _view(row)
+
+    def cancel(self, user_id: int, market: Market, order_id: int | None, client_id: str | None) -> OrderView:
+        with write(self.db) as db:
+            self._lock_market(db, market.symbol)
+            view = self._find(db.conn, user_id, market.symbol, order_id, client_id)
+            if view is None:
+                raise CancelRejected("Unknown order sent.")
+            if not view.is_open:
+                raise CancelRejected(
+                    f"Unknown order sent: order {view.id} is {view.status} and only open orders can be canceled."
+                )
+            row = db.one("SELECT remaining FROM ex_book WHERE order_id = :id", {"id": view.id})
+            assert row is not None
+            remaining = int(row[0])
+            now = int(self.clock() * 1000)
+            db.execute(_BOOK_DELETE, {"id": view.id})
+            view.status, view.updated_ms = "CANCELED", now
+            args = {"q": view.executed_qty, "c": view.cum_quote, "st": "CANCELED", "t": now, "id": view.id}
+            db.execute(_TAKER_ORDER, args)
+            journal = L.Journal(now)
+            asset = market.quote.name if view.side == "BUY" else market.base.name
+            held = reservation(market, view.side, view.price, remaining)
+            journal.move(f"order:{view.id}", asset, L.locked(user_id), L.available(user_id), held)
+            journal.apply(db)
+            return view
+
+    def get(self, user_id: int, market: Market, order_id: int | None, client_id: str | None) -> OrderView:
+        with self.db.read() as session:
+            view = self._find(session.connection(), user_id, market.symbol, order_id, client_id)
+        if view is None:
+            raise OrderNotFound()
+        return view
+
+    def open_orders(self, user_id: int, symbol: str | None) -> list[OrderView]:
+        sql = f"SELECT {_ORDER_COLS} FROM ex_orders WHERE id IN (SELECT order_id FROM ex_book WHERE user_id = :u"
+        args: dict[str, object] = {"u": user_id}
+        if symbol:
+            sql += " AND symbol = :s"
+            args["s"] = symbol
+        with self.db.read() as session:
+            rows = session.connection().execute(text(sql + ") ORDER BY id"), args).all()
+        return [_view(r) for r in rows]
+
+    def recent_orders(self, user_id: int, limit: int = 50) -> list[OrderView]:
+        """The account's latest orders across markets, newest first."""
+        sql = f"SELECT {_ORDER_COLS} FROM ex_orders WHERE user_id = :u ORDER BY id DESC LIMIT :n"
+        with self.db.read() as session:
+            rows = session.connection().execute(text(sql), {"u": user_id, "n": limit}).all()
+        return [_view(r) for r in rows]
+
+    def all_orders(self, user_id: int, symbol: str, limit: int = 500) -> list[OrderView]:
+        sql = f"SELECT {_ORDER_COLS} FROM ex_orders WHERE user_id = :u AND symbol = :s ORDER BY id DESC LIMIT :n"
+        with self.db.read() as session:
+            rows = session.connection().execute(text(sql), {"u": user_id, "s": symbol, "n": limit}).all()
+        return [_view(r) for r in reversed(rows)]
+
+    def my_trades(
+        self,
+        user_id: int,
+        symbol: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        from_id: int | None = None,
+        order_id: int | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, object]]:
+        where = ["user_id = :u", "symbol = :s"]
+        args: dict[str, object] = {"u": user_id, "s": symbol, "n": limit}
+        for cond, name, value in (
+            ("trade_id >= :f", "f", from_id), ("ts >= :a", "a", start_ms), ("ts <= :b", "b", end_ms),
+            ("order_id = :o", "o", order_id),
+        ):  # fmt: skip
+            if value is not None:
+                where.append(cond)
+                args[name] = value
+        ascending = from_id is not None or start_ms is not None
+        cols = "trade_id, order_id, price, qty, quote_qty, commission, commission_asset, ts, is_buyer, is_maker, id"
+        order = "ASC" if ascending else "DESC"
+        sql = f"SELECT {cols} FROM ex_fills WHERE {' AND '.join(where)} ORDER BY trade_id {order}, id LIMIT :n"
+        with self.db.read() as session:
+            rows = session.connection().execute(text(sql), args).all()
+        out = [dict(r._mapping) for r in rows]
+        return out if ascending else out[::-1]

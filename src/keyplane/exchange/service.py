@@ -1,0 +1,75 @@
+"""The exchange behind the keys: one object that holds the markets and the three services.
+
+Routes and commands reach every market operation through :class:`ExchangeService`, so all market
+state stays behind it (the seam for partitioning markets across databases later).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import text
+
+from keyplane.db import Database
+from keyplane.exchange.errors import UnknownSymbol
+from keyplane.exchange.marketdata import MarketData
+from keyplane.exchange.markets import Asset, Market, load_config
+from keyplane.exchange.orders import OrderService
+from keyplane.exchange.wallet import WalletService
+from keyplane.settings import Settings
+
+
+class ExchangeService:
+    def __init__(
+        self,
+        db: Database,
+        assets: dict[str, Asset],
+        markets: dict[str, Market],
+        *,
+        withdraw_step_s: float = 2.0,
+        demo: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.assets = assets
+        self.markets = markets
+        self.demo = demo
+        self.orders = OrderService(db, markets, clock)
+        self.wallet = WalletService(db, assets, withdraw_step_s, clock)
+        self.data = MarketData(db, markets, clock)
+        self._ensure_market_rows()
+
+    @classmethod
+    def from_settings(cls, db: Database, settings: Settings) -> ExchangeService:
+        assets, markets = load_config(settings.markets_file)
+        return cls(db, assets, markets, withdraw_step_s=settings.withdraw_step_s, demo=settings.demo)
+
+    def _ensure_market_rows(self) -> None:
+        with self.db.transaction() as session:
+            conn = session.connection()
+            have = set(conn.execute(text("SELECT symbol FROM ex_markets")).scalars())
+            missing = [{"s": s} for s in self.markets if s not in have]
+            if missing:
+                conn.execute(
+                    text("INSERT INTO ex_markets (symbol, trade_seq) VALUES (:s, 0) ON CONFLICT DO NOTHING"), missing
+                )
+
+    def market(self, symbol: str) -> Market:
+        market = self.markets.get(symbol.upper())
+        if market is None:
+            raise UnknownSymbol(symbol)
+        return market
+
+    def balances(self, user_id: int) -> dict[str, tuple[int, int]]:
+        """asset -> (available, locked) in base units, for every listed asset."""
+        with self.db.read() as session:
+            rows = (
+                session.connection()
+                .execute(text("SELECT asset, available, locked FROM ex_balances WHERE user_id = :u"), {"u": user_id})
+                .all()
+            )
+        out = dict.fromkeys(self.assets, (0, 0))
+        for asset, avail, locked in rows:
+            out[asset] = (int(avail), int(locked))
+        return out

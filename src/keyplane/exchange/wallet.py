@@ -1,0 +1,349 @@
+"""Deposits, withdrawals and the per-account withdrawal address allowlist.
+
+A withdrawal moves ``amount + fee`` from the user's available balance to the ``withdrawing`` account
+when it is applied (Binance status 2, awaiting), is picked up (4, processing), and completes (6):
+then ``amount`` goes to ``external`` and the fee to ``fees``. :meth:`WalletService.advance` moves
+withdrawals along; the server calls it on a timer. Each step is a conditional UPDATE, so when
+several processes run it at once each withdrawal still advances exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import exc, text
+
+from keyplane.audit.events import EventType
+from keyplane.audit.service import record
+from keyplane.db import Database
+from keyplane.errors import NotFound
+from keyplane.exchange import ledger as L
+from keyplane.exchange import models as m
+from keyplane.exchange.errors import (
+    BadParameter,
+    InvalidAddress,
+    KeyLimitExceeded,
+    StepUpRequired,
+    WithdrawRefused,
+)
+from keyplane.exchange.markets import Asset, plain, to_units
+from keyplane.exchange.sql import Raw
+from keyplane.keys.format import mask
+
+AWAITING, PROCESSING, COMPLETED = 2, 4, 6
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawRequest:
+    coin: str
+    address: str
+    amount: str
+    network: str = ""
+    address_tag: str = ""
+
+
+class WalletService:
+    def __init__(
+        self, db: Database, assets: dict[str, Asset], step_s: float = 2.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.db = db
+        self.assets = assets
+        self.step_ms = int(step_s * 1000)
+        self.clock = clock
+
+    def _now(self) -> int:
+        return int(self.clock() * 1000)
+
+    def asset(self, coin: str) -> Asset:
+        asset = self.assets.get(coin.upper())
+        if asset is None:
+            raise BadParameter(f"Unknown coin {coin[:16]!r}: this exchange lists {', '.join(self.assets)}.")
+        return asset
+
+    # -- deposits --------------------------------------------------------------------------------
+
+    def credit(
+        self, user_id: int, coin: str, amount: str, *, source: str = "admin", actor: str = "admin"
+    ) -> dict[str, object]:
+        """A completed deposit with its own id and txid. Raises BadParameter / IllegalCharacters."""
+        asset = self.asset(coin)
+        units = to_units(amount, "amount", asset)
+        if units <= 0:
+            raise BadParameter("A deposit amount must be positive.")
+        now = self._now()
+        tx_id = "kp" + secrets.token_hex(31)
+        with self.db.transaction() as session:
+            conn = session.connection()
+            dep_id = conn.execute(
+                m.deposits.insert().returning(m.deposits.c.id),
+                {"user_id": user_id, "coin": asset.name, "network": asset.network, "amount": units,
+                 "address": f"keyplane:{user_id}", "tx_id": tx_id, "source": source, "status": 1, "ts": now},
+            ).scalar_one()  # fmt: skip
+            j = L.Journal(now)
+            j.move(f"deposit:{dep_id}", asset.name, L.EXTERNAL, L.available(user_id), units)
+            j.apply(Raw(conn))
+            record(
+                session, EventType.DEPOSIT_CREDITED, actor=actor, user_id=user_id,
+                data={"deposit_id": int(dep_id), "coin": asset.name, "amount": asset.fmt(units), "source": source},
+            )  # fmt: skip
+        return {"id": int(dep_id), "coin": asset.name, "amount": asset.fmt(units), "txId": tx_id}
+
+    def faucet(self, user_id: int) -> list[dict[str, object]]:
+        """Demo deposits of every asset's faucet amount."""
+        return [
+            self.credit(user_id, a.name, a.fmt(a.faucet_amount), source="faucet", actor=f"user:{user_id}")
+            for a in self.assets.values()
+            if a.faucet_amount > 0
+        ]
+
+    # -- withdrawals -----------------------------------------------------------------------------
+
+    def withdraw(
+        self, user_id: int, req: WithdrawRequest, *, key_id: str | None = None, daily_cap: Decimal | None = None
+    ) -> str:
+        asset = self.asset(req.coin)
+        if req.network and req.network.upper() != asset.network:
+            raise BadParameter(f"Network {req.network[:16]!r} is not available for {asset.name}; use {asset.network}.")
+        units = to_units(req.amount, "amount", asset)
+        if units <= 0 or units < asset.withdraw_min:
+            raise WithdrawRefused(
+                f"The withdrawal amount must be at least {asset.fmt(max(asset.withdraw_min, 1))} {asset.name}."
+            )
+        address = req.address.strip()
+        if not asset.valid_address(address):
+            raise InvalidAddress(
+                f"Invalid address: {address[:100]!r} is not a valid {asset.name} ({asset.network}) address."
+            )
+        now = self._now()
+        wid = secrets.token_hex(16)
+        with self.db.transaction() as session:
+            conn = session.connection()
+            # Debit first: on PostgreSQL that row lock serialises this user's withdrawals, so the cap
+            # and allowlist checks below see every earlier withdrawal.
+            j = L.Journal(now)
+            j.move(f"withdrawal:{wid}", asset.name, L.available(user_id), L.WITHDRAWING, units + asset.withdraw_fee)
+            j.apply(Raw(conn))
+            if daily_cap is not None and key_id is not None:
+                used = conn.execute(
+                    text(
+                        "SELECT COALESCE(SUM(amount), 0) FROM ex_withdrawals WHERE key_id = :k AND coin = :c "
+                        "AND apply_ms > :since"
+                    ),
+                    {"k": key_id, "c": asset.name, "since": now - DAY_MS},
+                ).scalar_one()
+                cap = int(daily_cap.scaleb(asset.decimals))
+                if int(used) + units > cap:
+                    raise KeyLimitExceeded(
+                        f"API key {mask(key_id)} has no operation privilege for withdrawals over its daily cap of "
+                        f"{plain(daily_cap)} {asset.name}: {plain(Decimal(int(used)).scaleb(-asset.decimals))} "
+                        f"{asset.name} already withdrawn in the last 24 hours, and this request asks for "
+                        f"{plain(Decimal(units).scaleb(-asset.decimals))} more."
+                    )
+            allowed = (
+                conn.execute(
+                    text("SELECT address FROM ex_withdraw_addresses WHERE user_id = :u AND coin = :c"),
+                    {"u": user_id, "c": asset.name},
+                )
+                .scalars()
+                .all()
+            )
+            if self.has_allowlist(conn, user_id) and address not in allowed:
+                raise InvalidAddress(
+                    f"Invalid address: {address[:100]} is not on this account's {asset.name} withdrawal address "
+                    "allowlist; add it in the console (needs a TOTP code)."
+                )
+            conn.execute(
+                m.withdrawals.insert(),
+                {"id": wid, "user_id": user_id, "key_id": key_id, "coin": asset.name, "network": asset.network,
+                 "address": address, "address_tag": req.address_tag, "amount": units, "fee": asset.withdraw_fee,
+                 "status": AWAITING, "tx_id": "", "apply_ms": now, "update_ms": now, "complete_ms": None},
+            )  # fmt: skip
+            record(
+                session, EventType.WITHDRAWAL_APPLIED, actor=f"key:{key_id}" if key_id else f"user:{user_id}",
+                user_id=user_id, data={"withdrawal_id": wid, "coin": asset.name, "amount": asset.fmt(units),
+                                       "address": address},
+            )  # fmt: skip
+        return wid
+
+    @staticmethod
+    def has_allowlist(conn: object, user_id: int) -> bool:
+        return (
+            conn.execute(  # type: ignore[attr-defined]
+                text("SELECT 1 FROM ex_withdraw_addresses WHERE user_id = :u LIMIT 1"), {"u": user_id}
+            ).first()
+            is not None
+        )
+
+    def advance(self) -> int:
+        """Move due withdrawals one step along; returns how many moved."""
+        now = self._now()
+        due = now - self.step_ms
+        moved = 0
+        with self.db.read() as session:  # the common case, nothing due, takes no write lock
+            if (
+                session.connection()
+                .execute(
+                    text("SELECT 1 FROM ex_withdrawals WHERE status IN (2, 4) AND update_ms <= :d LIMIT 1"), {"d": due}
+                )
+                .first()
+                is None
+            ):
+                return 0
+        with self.db.transaction() as session:
+            conn = session.connection()
+            rows = conn.execute(
+                text(
+                    "SELECT id, status, coin, amount, fee FROM ex_withdrawals "
+                    "WHERE status IN (2, 4) AND update_ms <= :d"
+                ),
+                {"d": due},
+            ).all()
+            j = L.Journal(now)
+            for wid, status, coin, amount, fee in rows:
+                new = PROCESSING if status == AWAITING else COMPLETED
+                tx = "0x" + secrets.token_hex(32) if new == COMPLETED else ""
+                won = conn.execute(
+                    text(
+                        "UPDATE ex_withdrawals SET status = :n, update_ms = :t, tx_id = CASE WHEN :tx = '' THEN tx_id "
+                        "ELSE :tx END, complete_ms = CASE WHEN :n = 6 THEN :t ELSE complete_ms END "
+                        "WHERE id = :id AND status = :o"
+                    ),
+                    {"n": new, "t": now, "tx": tx, "id": wid, "o": status},
+                ).rowcount  # type: ignore[attr-defined]
+                if won != 1:
+                    continue
+                moved += 1
+                if new == COMPLETED:
+                    j.move(f"withdrawal:{wid}", coin, L.WITHDRAWING, L.EXTERNAL, int(amount))
+                    j.move(f"withdrawal:{wid}", coin, L.WITHDRAWING, L.FEES, int(fee))
+            j.apply(Raw(conn))
+        return moved
+
+    # -- history ---------------------------------------------------------------------------------
+
+    def _window(self, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+        end = end_ms if end_ms is not None else self._now()
+        start = start_ms if start_ms is not None else end - 90 * DAY_MS
+        if end < start:
+            raise BadParameter("startTime must not be after endTime.")
+        return start, end
+
+    def deposits(
+        self, user_id: int, *, coin: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
+        limit: int = 1000, offset: int = 0,
+    ) -> list[dict[str, object]]:  # fmt: skip
+        start, end = self._window(start_ms, end_ms)
+        sql = (
+            "SELECT id, coin, network, amount, address, tx_id, status, ts FROM ex_deposits "
+            "WHERE user_id = :u AND ts >= :a AND ts <= :b"
+        )
+        args: dict[str, object] = {"u": user_id, "a": start, "b": end, "n": limit, "o": offset}
+        if coin:
+            sql += " AND coin = :c"
+            args["c"] = coin.upper()
+        with self.db.read() as session:
+            rows = session.connection().execute(text(sql + " ORDER BY ts DESC, id DESC LIMIT :n OFFSET :o"), args).all()
+        return [dict(r._mapping) for r in rows]
+
+    def withdrawals(
+        self, user_id: int, *, coin: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
+        limit: int = 1000, offset: int = 0,
+    ) -> list[dict[str, object]]:  # fmt: skip
+        start, end = self._window(start_ms, end_ms)
+        sql = (
+            "SELECT id, coin, network, address, address_tag, amount, fee, status, tx_id, apply_ms, update_ms, "
+            "complete_ms FROM ex_withdrawals WHERE user_id = :u AND apply_ms >= :a AND apply_ms <= :b"
+        )
+        args: dict[str, object] = {"u": user_id, "a": start, "b": end, "n": limit, "o": offset}
+        if coin:
+            sql += " AND coin = :c"
+            args["c"] = coin.upper()
+        with self.db.read() as session:
+            rows = (
+                session.connection().execute(text(sql + " ORDER BY apply_ms DESC, id LIMIT :n OFFSET :o"), args).all()
+            )
+        return [dict(r._mapping) for r in rows]
+
+    # -- the address allowlist -------------------------------------------------------------------
+
+    def list_addresses(self, user_id: int) -> list[dict[str, object]]:
+        with self.db.read() as session:
+            rows = (
+                session.connection()
+                .execute(
+                    text(
+                        "SELECT id, coin, address, label, created_ms FROM ex_withdraw_addresses "
+                        "WHERE user_id = :u ORDER BY id"
+                    ),
+                    {"u": user_id},
+                )
+                .all()
+            )
+        return [dict(r._mapping) for r in rows]
+
+    def add_address(
+        self, user_id: int, coin: str, address: str, label: str = "", *, step_up: bool
+    ) -> dict[str, object]:
+        """Add an allowed address. ``step_up`` must be True: the caller verified a fresh TOTP code.
+        Adding an entry is a widening only once a list exists, but the first entry also switches the
+        check on, so every change asks for the same proof."""
+        if not step_up:
+            raise StepUpRequired()
+        asset = self.asset(coin)
+        address = address.strip()
+        if not asset.valid_address(address):
+            raise InvalidAddress(
+                f"Invalid address: {address[:100]!r} is not a valid {asset.name} ({asset.network}) address."
+            )
+        now = self._now()
+        try:
+            with self.db.transaction() as session:
+                new_id = (
+                    session.connection()
+                    .execute(
+                        m.withdraw_addresses.insert().returning(m.withdraw_addresses.c.id),
+                        {
+                            "user_id": user_id,
+                            "coin": asset.name,
+                            "address": address,
+                            "label": label[:64],
+                            "created_ms": now,
+                        },
+                    )
+                    .scalar_one()
+                )
+                record(session, EventType.WITHDRAW_ADDRESS_ADDED, actor=f"user:{user_id}", user_id=user_id,
+                       data={"coin": asset.name, "address": address})  # fmt: skip
+        except exc.IntegrityError as e:
+            raise BadParameter(f"{address} is already on the {asset.name} allowlist.") from e
+        return {"id": int(new_id), "coin": asset.name, "address": address, "label": label[:64], "created_ms": now}
+
+    def remove_address(self, user_id: int, entry_id: int, *, step_up: bool) -> None:
+        if not step_up:
+            raise StepUpRequired()
+        with self.db.transaction() as session:
+            n = (
+                session.connection()
+                .execute(
+                    text("DELETE FROM ex_withdraw_addresses WHERE id = :i AND user_id = :u"),
+                    {"i": entry_id, "u": user_id},
+                )
+                .rowcount
+            )  # type: ignore[attr-defined]
+            if n != 1:
+                raise NotFound("no such allowlist entry")
+            record(session, EventType.WITHDRAW_ADDRESS_REMOVED, actor=f"user:{user_id}", user_id=user_id,
+                   data={"entry_id": entry_id})  # fmt: skip
+
+
+def binance_time(ms: int | None) -> str | None:
+    """Binance's ``applyTime`` format: ``YYYY-MM-DD HH:MM:SS`` in UTC."""
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
