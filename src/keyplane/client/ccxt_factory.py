@@ -1,4 +1,5 @@
-"""A ccxt ``binance`` instance that talks to a keyplane server and nowhere else.
+"""A ccxt instance for a keyplane server (a ``binance`` class that talks to it and nowhere else),
+or, for a keystore profile of another exchange, that exchange's own ccxt class.
 
 ccxt deep-merges a ``urls`` override into its defaults, so overriding only ``public`` and ``private``
 leaves ``sapi`` (withdrawals, deposit history) pointing at the real Binance, with the user's key
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import ccxt
+from keyplane.client.errors import ClientError
+from keyplane.client.profile import Profile
 
 _API_PATHS = {
     "public": "/api/v3",
@@ -29,18 +31,49 @@ def keyplane_urls(base_url: str) -> dict[str, str]:
     return {name: base + path for name, path in _API_PATHS.items()}
 
 
-def ccxt_exchange(base_url: str, api_key: str | None = None, secret: str | None = None, **options: Any) -> Any:
-    """A ccxt.binance instance with every URL pointed at ``base_url``.
+def ccxt_exchange(target: str | Profile, api_key: str | None = None, secret: str | None = None, **options: Any) -> Any:
+    """A ccxt exchange for a keyplane server URL or for a keystore profile.
 
     Args:
-        base_url: the keyplane server, e.g. ``http://127.0.0.1:8000``.
-        api_key: the API key (``kp_live_...``); None for public market data only.
-        secret: the HMAC secret, or an Ed25519 private key PEM.
+        target: the keyplane server (e.g. ``http://127.0.0.1:8000``), or a ``Profile``. A profile of
+            exchange ``keyplane`` points every URL at its ``base_url``; any other profile builds
+            ``getattr(ccxt, profile.exchange)`` with the user's key and ccxt's own URLs.
+        api_key: with a URL, the API key (``kp_live_...``); None for public market data only.
+        secret: with a URL, the HMAC secret or an Ed25519 private key PEM.
         options: extra ccxt options, merged over the safe defaults.
 
-    Every URL in ccxt's ``urls['api']`` that is not a keyplane path is replaced by an address that
-    cannot be reached, so no request with the key can go to another exchange.
+    Raises:
+        ClientError: the profile names an exchange that ccxt does not know.
+
+    For keyplane, every URL in ccxt's ``urls['api']`` that is not a keyplane path is replaced by an
+    address that cannot be reached, so no request with the key can go to another exchange.
     """
+    if isinstance(target, Profile):
+        return _for_profile(target, **options)
+    return _keyplane(target, api_key, secret, **options)
+
+
+def _for_profile(profile: Profile, **options: Any) -> Any:
+    import ccxt  # imported on use: it takes about a second
+
+    key = profile.api_key.reveal() if profile.api_key else None
+    if profile.is_keyplane:
+        return _keyplane(profile.url, key, profile.signing_secret, **options)
+    cls = getattr(ccxt, profile.exchange, None)
+    if not isinstance(cls, type) or profile.exchange not in ccxt.exchanges:
+        raise ClientError(f"unknown exchange {profile.exchange!r} in profile {profile.name!r} (not a ccxt exchange id)")
+    config: dict[str, Any] = {"enableRateLimit": True, "options": dict(options)}
+    if key is not None:
+        config["apiKey"] = key
+        config["secret"] = profile.signing_secret
+    if profile.password is not None:
+        config["password"] = profile.password.reveal()
+    return cls(config)
+
+
+def _keyplane(base_url: str, api_key: str | None, secret: str | None, **options: Any) -> Any:
+    import ccxt
+
     urls = keyplane_urls(base_url)
     template = ccxt.binance().urls["api"]
     for name in template:

@@ -1,0 +1,116 @@
+"""A FIFO tax report over synthetic trades, end to end and engine alone.
+
+    python -m benchmarks.tax.fifo [--trades 1000000] [--assets 5] [--method fifo]
+
+Builds a ledger of N trades (buys and sells of several assets against USDT, a quarter of them with
+a fee in the base asset, a quarter in USDT and some in BNB), stores it in a SQLite ledger file, then
+times, separately:
+
+- ``load_and_compute``: reading every trade back from the ledger as exact ``Decimal`` records,
+  streamed through the cost-basis engine;
+- ``write_csv``: the disposals CSV and the per-asset summary;
+
+and their sum, which is what ``keyplane tax report --method fifo`` spends. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from keyplane.apps.tax import report
+from keyplane.apps.tax.engine import compute
+from keyplane.apps.tax.ledger import Ledger
+from keyplane.apps.tax.model import Trade
+
+ASSETS = ["BTC", "ETH", "SOL", "ADA", "DOT", "LINK", "AVAX", "BNB"]
+
+
+def synthetic(n: int, n_assets: int, seed: int = 1) -> list[Trade]:
+    rng = random.Random(seed)
+    assets = ASSETS[: max(1, n_assets)]
+    held = dict.fromkeys(assets, Decimal(0))
+    price = {a: Decimal(rng.randint(5, 60000)) for a in assets}
+    ts = 1_672_531_200_000  # 2023-01-01
+    out = []
+    for i in range(n):
+        ts += rng.randint(1, 120_000)
+        asset = rng.choice(assets)
+        price[asset] = max(Decimal("0.01"), price[asset] * Decimal(1000 + rng.randint(-20, 20)) / 1000).quantize(
+            Decimal("0.01")
+        )
+        amount = Decimal(rng.randint(1, 100_000)) / 10_000
+        side = "buy" if held[asset] < amount or rng.random() < 0.5 else "sell"
+        held[asset] += amount if side == "buy" else -amount
+        cost = (amount * price[asset]).quantize(Decimal("0.01"))
+        r = rng.random()
+        if r < 0.25:
+            fee, fee_asset = (amount / 1000).quantize(Decimal("1e-8")), asset
+        elif r < 0.5:
+            fee, fee_asset = (cost / 1000).quantize(Decimal("0.01")), "USDT"
+        elif r < 0.55 and asset != "BNB" and "BNB" in assets and held["BNB"] > 1:
+            fee, fee_asset = Decimal("0.001"), "BNB"
+            held["BNB"] -= fee
+        else:
+            fee, fee_asset = Decimal(0), None
+        if side == "buy" and fee_asset == asset:
+            held[asset] -= fee
+        if side == "sell" and fee_asset == asset:
+            held[asset] -= fee
+        out.append(Trade("bench", str(i), ts, asset, "USDT", side, amount, cost, fee, fee_asset))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--trades", type=int, default=1_000_000)
+    p.add_argument("--assets", type=int, default=5)
+    p.add_argument("--method", default="fifo")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.sqlite"
+        t0 = time.perf_counter()
+        trades = synthetic(args.trades, args.assets)
+        with Ledger(path) as lg:
+            lg.add_trades(trades)
+        del trades
+        build = time.perf_counter() - t0
+
+        # What ``keyplane tax report`` does: stream the ledger through the engine, write the CSV.
+        t0, c0 = time.perf_counter(), time.process_time()
+        with Ledger(path) as lg:
+            result = compute(lg.trades(), lg.transfers(), method=args.method)
+        comp, comp_cpu = time.perf_counter() - t0, time.process_time() - c0
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        report.write(Path(tmp) / "gains.csv", result.disposals)
+        write, write_cpu = time.perf_counter() - t0, time.process_time() - c0
+
+    total_gain = sum((d.gain for d in result.disposals), Decimal(0))
+    print(
+        json.dumps(
+            {
+                "trades": args.trades,
+                "method": args.method,
+                "disposal_rows": len(result.disposals),
+                "build_ledger_s": round(build, 2),
+                "load_and_compute_s": round(comp, 2),
+                "write_csv_s": round(write, 2),
+                "report_total_s": round(comp + write, 2),
+                "report_cpu_s": round(comp_cpu + write_cpu, 2),
+                "load_and_compute_cpu_s": round(comp_cpu, 2),
+                "write_csv_cpu_s": round(write_cpu, 2),
+                "total_gain": str(total_gain),
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

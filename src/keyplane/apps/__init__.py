@@ -1,0 +1,1 @@
+"""Apps built on the client library: portfolio tracker, tax report, grid bot."""

@@ -1,0 +1,1 @@
+"""A grid bot on a trade-only key."""

@@ -1,0 +1,1 @@
+"""Balances across profiles, valued in one currency, with snapshot history."""

@@ -1,0 +1,102 @@
+"""``keyplane portfolio``: balances across every profile, a chart, and a local web page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from keyplane.apps.common import data_file, fail, handled, out, profile_store, warn
+from keyplane.apps.portfolio import chart
+from keyplane.apps.portfolio.tracker import Snapshot, SnapshotStore, snapshot
+from keyplane.client.ccxt_factory import ccxt_exchange
+from keyplane.client.profile import Profile
+
+app = typer.Typer(help="Balances across every profile, valued in one currency.", invoke_without_command=True)
+
+QuoteOpt = typer.Option("USDT", "--quote", help="Currency to value everything in.")
+ProfilesOpt = typer.Option(None, "--profile", "-p", help="Only these profiles (repeatable; default: all).")
+
+
+def _db() -> SnapshotStore:
+    return SnapshotStore(data_file("portfolio.sqlite"))
+
+
+def _profiles(names: list[str] | None) -> list[Profile]:
+    store = profile_store()
+    chosen = [store.get(n) for n in names] if names else store.all()
+    if not chosen:
+        fail("no profiles: add one with `keyplane keys add` or KEYPLANE_PROFILE_<NAME>_API_KEY")
+    return chosen
+
+
+def show(snap: Snapshot) -> None:
+    alloc = snap.allocation()
+    assets = Table("asset", "amount", f"value ({snap.quote})", "allocation", title="By asset")
+    for asset, (amount, value) in snap.by_asset().items():
+        assets.add_row(asset, f"{amount:f}", f"{value:.2f}", f"{alloc.get(asset, 0)}%")
+    accounts = Table("account", f"value ({snap.quote})", title="By account")
+    for name, value in snap.by_profile().items():
+        accounts.add_row(name, f"{value:.2f}")
+    out.print(assets)
+    out.print(accounts)
+    out.print(f"[bold]Total: {snap.total:.2f} {snap.quote}[/]")
+    for w in snap.warnings:
+        warn(w)
+
+
+@app.callback()
+@handled
+def portfolio(ctx: typer.Context, quote: str = QuoteOpt, profile: list[str] = ProfilesOpt) -> None:
+    """Take a snapshot of every profile now, store it, and show it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    snap = snapshot(_profiles(profile), ccxt_exchange, quote.upper())
+    db = _db()
+    try:
+        db.save(snap)
+    finally:
+        db.close()
+    show(snap)
+
+
+@app.command("chart")
+@handled
+def chart_cmd(out_file: Path = typer.Option(..., "--out", help="FILE.png or FILE.svg"), quote: str = QuoteOpt) -> None:
+    """Draw value over time and the current allocation from the stored snapshots."""
+    if out_file.suffix.lower() not in (".png", ".svg"):
+        fail("--out must end in .png or .svg")
+    db = _db()
+    try:
+        history, latest = db.history(quote), db.latest(quote)
+    finally:
+        db.close()
+    if not history:
+        fail("no snapshots yet: run `keyplane portfolio` first")
+    chart.write(out_file, history, latest)
+    out.print(f"wrote {out_file} ({len(history)} snapshot(s))")
+
+
+@app.command("serve")
+@handled
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (keep it on loopback)."),
+    port: int = typer.Option(8765, help="Port."),
+    quote: str = QuoteOpt,
+    profile: list[str] = ProfilesOpt,
+) -> None:
+    """Show the portfolio on a local web page; its Refresh button takes a new snapshot."""
+    from keyplane.apps.portfolio.web import make_server
+
+    profiles = _profiles(profile)  # resolve now, so a passphrase prompt happens before serving
+    db = _db()
+    server = make_server(db, quote.upper(), lambda: snapshot(profiles, ccxt_exchange, quote.upper()), host, port)
+    out.print(f"portfolio on http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        db.close()

@@ -1,0 +1,126 @@
+"""``keyplane tax``: sync history into a local ledger, import CSV, and report realised gains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from keyplane.apps.common import data_file, err, fail, handled, out, profile_store, warn
+from keyplane.apps.tax import csvimport, report
+from keyplane.apps.tax.engine import compute
+from keyplane.apps.tax.ledger import Ledger
+from keyplane.apps.tax.pools import METHODS
+from keyplane.apps.tax.sync import Syncer
+from keyplane.client.ccxt_factory import ccxt_exchange
+
+app = typer.Typer(help="Trades, deposits and withdrawals in a local ledger; realised gains by year.")
+LedgerOpt = typer.Option(None, "--ledger", envvar="KEYPLANE_TAX_LEDGER", help="Ledger file.")
+
+
+def _ledger(path: Path | None) -> Ledger:
+    return Ledger(path or data_file("ledger.sqlite"))
+
+
+@app.command("sync")
+@handled
+def sync(
+    profile: list[str] = typer.Option(None, "--profile", "-p", help="Only these profiles (default: all)."),
+    since: str = typer.Option("2017-07-14", help="Where a first sync starts (UTC date)."),
+    symbols: str = typer.Option("", help="Comma-separated symbols (BTC/USDT,...); default: every market."),
+    ledger_path: Path | None = LedgerOpt,
+) -> None:
+    """Pull new trades, deposits and withdrawals from every profile (incremental and idempotent)."""
+    try:
+        since_ms = csvimport.parse_date(since)
+    except ValueError as e:
+        fail(f"--since: {e}")
+    store = profile_store()
+    chosen = [store.get(n) for n in profile] if profile else store.all()
+    if not chosen:
+        fail("no profiles: add one with `keyplane keys add`")
+    wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] or None
+    ledger = _ledger(ledger_path)
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        ) as bar:
+            for p in chosen:
+                syncer = Syncer(
+                    ledger, p.name, ccxt_exchange(p, enableRateLimit=True), since_ms=since_ms, symbols=wanted
+                )
+                streams = syncer.plan()
+                task = bar.add_task(p.name, total=len(streams))
+                for stream in streams:
+                    bar.update(task, description=f"{p.name} {stream}")
+                    if stream.startswith("trades:"):
+                        syncer.sync_trades(stream.split(":", 1)[1])
+                    else:
+                        syncer.sync_transfers(stream)
+                    bar.advance(task)
+                bar.update(task, description=f"{p.name} done")
+                s = syncer.stats
+                out.print(
+                    f"{p.name}: {s.trades} new trade(s), {s.deposits} deposit(s), {s.withdrawals} withdrawal(s) "
+                    f"({s.requests} requests)"
+                )
+        counts = ledger.counts()
+        out.print(
+            f"ledger: {counts['trades']} trades, {counts['deposits']} deposits, {counts['withdrawals']} withdrawals"
+        )
+    finally:
+        ledger.close()
+
+
+@app.command("import")
+@handled
+def import_(
+    file: Path = typer.Argument(..., help="CSV file (see docs/holder.md for the columns)."),
+    fmt: str = typer.Option("csv", "--format", help="Only csv."),
+    account: str = typer.Option("", help="Account name for these trades (default: csv:<file name>)."),
+    ledger_path: Path | None = LedgerOpt,
+) -> None:
+    """Add trades from a CSV file (all rows or none)."""
+    if fmt != "csv":
+        fail(f"unknown format {fmt!r}: only csv is supported")
+    trades = csvimport.read(file, account or f"csv:{file.stem}")
+    ledger = _ledger(ledger_path)
+    try:
+        added = ledger.add_trades(trades)
+    finally:
+        ledger.close()
+    out.print(f"imported {added} new trade(s) of {len(trades)} row(s) from {file}")
+
+
+@app.command("report")
+@handled
+def report_cmd(
+    method: str = typer.Option("fifo", help=f"Cost-basis method: {', '.join(METHODS)}."),
+    year: int | None = typer.Option(None, help="Only disposals in this calendar year (UTC)."),
+    out_file: Path = typer.Option(Path("gains.csv"), "--out", help="CSV of disposals; the summary goes beside it."),
+    quote: str = typer.Option("USDT", help="Report currency."),
+    long_term_days: int = typer.Option(365, help="Held longer than this is long-term."),
+    ledger_path: Path | None = LedgerOpt,
+) -> None:
+    """Compute realised gains and write one row per disposal plus a summary per asset."""
+    method = method.lower()
+    if method not in METHODS:
+        fail(f"unknown tax method {method!r} (use one of: {', '.join(METHODS)})")
+    ledger = _ledger(ledger_path)
+    try:
+        result = compute(ledger.trades(), ledger.transfers(), method=method, quote=quote, long_term_days=long_term_days)
+    finally:
+        ledger.close()
+    rows = report.in_year(result.disposals, year)
+    summary_path, summary = report.write(out_file, rows)
+    table = Table("asset", "short gain", "long gain", "total gain", title=f"Realised gains ({method}, {result.quote})")
+    for s in summary:
+        table.add_row(s.asset, report.num(s.short_gain), report.num(s.long_gain), report.num(s.total_gain))
+    out.print(table)
+    for w in result.warnings[:20]:
+        warn(w)
+    if len(result.warnings) > 20:
+        warn(f"... and {len(result.warnings) - 20} more warnings")
+    out.print(f"wrote {len(rows)} disposal(s) to {out_file} and the summary to {summary_path}")

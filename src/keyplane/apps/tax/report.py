@@ -1,0 +1,205 @@
+"""Write a tax report: one CSV row per disposal and a summary per asset and holding period.
+
+``gains.csv`` columns::
+
+    date, asset, amount, proceeds, cost_basis, gain, holding_period, held_days, kind, account, ref,
+    matched_lots
+
+``matched_lots`` is ``lot_id@acquired_date:amount:cost`` joined with ``|``. The summary
+(``gains.summary.csv`` beside it) has one row per asset with short-term and long-term proceeds,
+cost and gain, and a ``TOTAL`` row.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from keyplane.apps.tax.engine import Disposal, paused_gc
+from keyplane.apps.tax.model import ZERO
+
+COLUMNS = [
+    "date",
+    "asset",
+    "amount",
+    "proceeds",
+    "cost_basis",
+    "gain",
+    "holding_period",
+    "held_days",
+    "kind",
+    "account",
+    "ref",
+    "matched_lots",
+]
+SUMMARY_COLUMNS = [
+    "asset",
+    "short_proceeds",
+    "short_cost",
+    "short_gain",
+    "long_proceeds",
+    "long_cost",
+    "long_gain",
+    "total_gain",
+]
+
+
+_DAYS: dict[int, str] = {}
+
+
+def day(ts_ms: int) -> str:
+    """``YYYY-MM-DD`` (UTC), cached: a report names the same days over and over."""
+    d = ts_ms // 86_400_000
+    text = _DAYS.get(d)
+    if text is None:
+        text = _DAYS[d] = datetime.fromtimestamp(d * 86_400, UTC).strftime("%Y-%m-%d")
+    return text
+
+
+def iso(ts_ms: int) -> str:
+    secs = (ts_ms // 1000) % 86_400
+    return f"{day(ts_ms)}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}Z"
+
+
+def num(d: Decimal) -> str:
+    """A plain decimal string: no exponent, no trailing zeros."""
+    text = str(d)
+    if "E" in text:
+        text = f"{d:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def in_year(disposals: list[Disposal], year: int | None) -> list[Disposal]:
+    if year is None:
+        return disposals
+    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    return [d for d in disposals if start <= d.ts < end]
+
+
+@dataclass
+class AssetSummary:
+    asset: str
+    short_proceeds: Decimal = ZERO
+    short_cost: Decimal = ZERO
+    long_proceeds: Decimal = ZERO
+    long_cost: Decimal = ZERO
+
+    @property
+    def short_gain(self) -> Decimal:
+        return self.short_proceeds - self.short_cost
+
+    @property
+    def long_gain(self) -> Decimal:
+        return self.long_proceeds - self.long_cost
+
+    @property
+    def total_gain(self) -> Decimal:
+        return self.short_gain + self.long_gain
+
+    def add(self, d: Disposal) -> None:
+        if d.term == "long":
+            self.long_proceeds += d.proceeds
+            self.long_cost += d.cost
+        else:
+            self.short_proceeds += d.proceeds
+            self.short_cost += d.cost
+
+    def row(self) -> list[str]:
+        return [
+            self.asset,
+            *(num(v) for v in (self.short_proceeds, self.short_cost, self.short_gain)),
+            *(num(v) for v in (self.long_proceeds, self.long_cost, self.long_gain)),
+            num(self.total_gain),
+        ]
+
+
+def summarise(disposals: list[Disposal]) -> list[AssetSummary]:
+    by_asset: dict[str, AssetSummary] = {}
+    total = AssetSummary("TOTAL")
+    for d in disposals:
+        by_asset.setdefault(d.asset, AssetSummary(d.asset)).add(d)
+        total.add(d)
+    return [*(by_asset[a] for a in sorted(by_asset)), total]
+
+
+def row(d: Disposal) -> list[str]:
+    # Amounts are sums of the exchange's own figures and print as they are; money went through
+    # ``QUANTUM`` and loses its trailing zeros. Written for speed: a report can have a million rows.
+    lots = "|".join([f"{p.lot_id}@{day(p.acquired_ts)}:{p.amount}:{num(p.cost)}" for p in d.lots])
+    secs = (d.ts // 1000) % 86_400
+    return [
+        f"{day(d.ts)}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}Z",
+        d.asset,
+        str(d.amount),
+        num(d.proceeds),
+        num(d.cost),
+        num(d.gain),
+        d.term,
+        str(d.held_days),
+        d.kind,
+        d.source,
+        d.ref,
+        lots,
+    ]
+
+
+def line(d: Disposal) -> str:
+    """``row(d)`` as one CSV line, built directly: twice as fast as the csv module on a million
+    rows. ``write`` checks that nothing in it needs quoting, and falls back on ``csv`` if it does."""
+    days, plain = _DAYS, _plain
+    pieces = d.lots
+    if len(pieces) == 1:  # the usual case: one lot, no list to join
+        p = pieces[0]
+        lots = f"{p.lot_id}@{days.get(p.acquired_ts // 86_400_000) or day(p.acquired_ts)}:{p.amount}:{plain(p.cost)}"
+    else:
+        lots = "|".join([f"{p.lot_id}@{day(p.acquired_ts)}:{p.amount}:{plain(p.cost)}" for p in pieces])
+    ts = d.ts
+    secs = (ts // 1000) % 86_400
+    return (
+        f"{days.get(ts // 86_400_000) or day(ts)}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}Z,"
+        f"{d.asset},{d.amount},{plain(d.proceeds)},{plain(d.cost)},{plain(d.gain)},{d.term},{d.held_days},"
+        f"{d.kind},{d.source},{d.ref},{lots}\r\n"
+    )
+
+
+def _plain(d: Decimal) -> str:
+    """``num(d)`` with the common case (no exponent) first: called several times per CSV line."""
+    text = str(d)
+    if "E" in text:
+        return num(d)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def summary_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".summary" + (out.suffix or ".csv"))
+
+
+def write(out: Path, disposals: list[Disposal]) -> tuple[Path, list[AssetSummary]]:
+    """Write the rows to ``out`` and the summary beside it; returns (summary path, summary)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with paused_gc(), out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        separators = len(COLUMNS) - 1
+        for d in disposals:
+            text = line(d)
+            if text.count(",") == separators and '"' not in text and text.count("\n") == 1 and text.count("\r") == 1:
+                f.write(text)
+            else:  # a name with a comma, quote or newline: let csv quote it
+                w.writerow(row(d))
+    summary = summarise(disposals)
+    spath = summary_path(out)
+    with spath.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SUMMARY_COLUMNS)
+        for s in summary:
+            w.writerow(s.row())
+    return spath, summary
