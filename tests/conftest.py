@@ -47,6 +47,10 @@ def make_settings(
             "redis_prefix": kp_backend.redis_prefix,
             "key_cache_poll_s": 0.1,
             "last_used_flush_s": 0.2,
+            # Every test shares 127.0.0.1: lockout and IP limits are set per test where they are tested.
+            "lockout_failures": 1_000_000,
+            "rate_limit_per_ip": "1000000/minute",
+            "rate_limit_public_per_ip": "1000000/minute",
         }
         values.update(overrides)
         return Settings(**values)

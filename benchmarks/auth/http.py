@@ -76,8 +76,12 @@ def main() -> None:
             def signed(key: str, sig_of: object) -> bytes:
                 # GET requests are not replay-checked, so one signed URL can be reused within recvWindow.
                 q = f"recvWindow=60000&timestamp={int(time.time() * 1000)}"
-                return build_get(HOST, port, f"/sapi/v1/account/apiRestrictions?{q}&signature={sig_of(q)}",  # type: ignore[operator]
-                                 {"X-MBX-APIKEY": key})
+                return build_get(
+                    HOST,
+                    port,
+                    f"/sapi/v1/account/apiRestrictions?{q}&signature={sig_of(q)}",  # type: ignore[operator]
+                    {"X-MBX-APIKEY": key},
+                )
 
             def hmac_sig(q: str) -> str:
                 return hmac.new(hkey.secret.encode(), q.encode(), hashlib.sha256).hexdigest()  # type: ignore[union-attr]
@@ -97,8 +101,14 @@ def main() -> None:
                 }
                 for name, req in requests.items():
                     c0 = _cpu_seconds(proc.pid)
-                    res = run_load(HOST, port, req, total=args.requests if i else 2000,
-                                   connections=args.connections, max_seconds=args.max_seconds)
+                    res = run_load(
+                        HOST,
+                        port,
+                        req,
+                        total=args.requests if i else 2000,
+                        connections=args.connections,
+                        max_seconds=args.max_seconds,
+                    )
                     c1 = _cpu_seconds(proc.pid)
                     bad = {k: v for k, v in res.statuses.items() if k != 200}
                     if bad:

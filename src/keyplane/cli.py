@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from keyplane.commands import admin, serve
+from keyplane.apps import cli as holder
+from keyplane.commands import admin, audit, exchange, scan, serve
 
 app = typer.Typer(
     name="keyplane",
@@ -14,6 +15,13 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(admin.app, name="admin")
+app.add_typer(audit.app, name="audit")
+app.command("scan")(scan.scan)
+app.add_typer(holder.keys_app, name="keys")
+app.add_typer(holder.portfolio_app, name="portfolio")
+app.add_typer(holder.tax_app, name="tax")
+app.add_typer(holder.bot_app, name="bot")
+exchange.register(app)
 
 
 def main() -> None:

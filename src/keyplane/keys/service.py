@@ -485,7 +485,8 @@ class KeyService:
 
     # -- for the verification pipeline -----------------------------------------------------------
 
-    def _open(self, token: str, public_id: str) -> bytes:
+    def open_secret(self, token: str, public_id: str) -> bytes:
+        """Decrypt a stored secret (bound to its API key). For verification and leak matching only."""
         try:
             return self.master.keyring.decrypt(token, public_id.encode())
         except UnknownMasterKey:
@@ -506,9 +507,9 @@ class KeyService:
             if row.status == "active":
                 grace_open = row.previous_valid_until is not None and row.previous_valid_until > now
                 if row.key_type == "hmac" and row.secret_ciphertext:
-                    verifiers.append(HmacVerifier(self._open(row.secret_ciphertext, public_id)))
+                    verifiers.append(HmacVerifier(self.open_secret(row.secret_ciphertext, public_id)))
                     if grace_open and row.previous_secret_ciphertext and row.previous_valid_until:
-                        prev = self._open(row.previous_secret_ciphertext, public_id)
+                        prev = self.open_secret(row.previous_secret_ciphertext, public_id)
                         verifiers.append(HmacVerifier(prev, row.previous_valid_until.timestamp()))
                 elif row.key_type == "ed25519" and row.public_key:
                     verifiers.append(Ed25519Verifier(base64.b64decode(row.public_key)))
@@ -613,7 +614,7 @@ class KeyService:
                 for attr in ("secret_ciphertext", "previous_secret_ciphertext"):
                     token = getattr(row, attr)
                     if token:
-                        plain = self._open(token, row.public_id)
+                        plain = self.open_secret(token, row.public_id)
                         setattr(row, attr, keyring.encrypt(plain, aad))
                         count += 1
             audit(

@@ -1,0 +1,117 @@
+"""Acting on leaked credentials: match what a scanner found to this server's keys, and revoke them.
+
+A found API key is looked up directly. A found secret is matched by decrypting the stored secrets
+and comparing in constant time: a leaked secret without its key still identifies the key it belongs to.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from keyplane.accounts.models import User
+from keyplane.audit.events import EventType
+from keyplane.audit.service import record as audit
+from keyplane.db import utcnow
+from keyplane.keys import format as keyformat
+from keyplane.keys.models import ApiKey
+from keyplane.keys.secretbox import SecretBoxError
+from keyplane.keys.service import ADMIN_CLI, Actor, KeyService
+
+log = logging.getLogger("keyplane.keys")
+
+
+@dataclass(frozen=True, slots=True)
+class Leak:
+    kind: str  # api_key | secret
+    masked: str
+    where: str  # file:line
+    api_key: str | None = None  # the key it belongs to, when this server knows it
+    owner: str | None = None
+    status: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "credential": self.masked,
+            "where": self.where,
+            "api_key": self.api_key,
+            "owner": self.owner,
+            "status": self.status,
+        }
+
+
+def match(service: KeyService, found: Iterable[tuple[keyformat.Credential, str]]) -> list[Leak]:
+    """Identify each (credential, location) on this server. Unknown credentials come back unmatched."""
+    items = list(found)
+    out: list[Leak] = []
+    secrets_wanted = [c for c, _ in items if c.kind == "secret"]
+    owners_of_secrets: dict[str, str] = {}
+    with service.db.read() as s:
+        if secrets_wanted:
+            rows = s.execute(
+                select(ApiKey.public_id, ApiKey.secret_ciphertext, ApiKey.previous_secret_ciphertext).where(
+                    ApiKey.key_type == "hmac", ApiKey.status != "revoked"
+                )
+            ).all()
+            unreadable = 0
+            for public_id, current, previous in rows:
+                for token in (current, previous):
+                    if not token:
+                        continue
+                    try:
+                        plain = service.open_secret(token, public_id)
+                    except SecretBoxError:
+                        unreadable += 1  # one bad row must not stop a leak response
+                        continue
+                    for cred in secrets_wanted:
+                        if hmac.compare_digest(plain, cred.value.encode("ascii")):
+                            owners_of_secrets[cred.value] = public_id
+            if unreadable:
+                log.warning("%d stored secret(s) could not be decrypted with this master keyring", unreadable)
+        for cred, where in items:
+            key_id = cred.value if cred.kind == "api_key" else owners_of_secrets.get(cred.value)
+            row = None
+            if key_id is not None:
+                row = s.execute(
+                    select(ApiKey.public_id, ApiKey.status, User.email)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.public_id == key_id)
+                ).first()
+            out.append(
+                Leak(
+                    kind=cred.kind,
+                    masked=keyformat.mask(cred.value),
+                    where=where,
+                    api_key=row.public_id if row else None,
+                    owner=row.email if row else None,
+                    status=row.status if row else None,
+                )
+            )
+    return out
+
+
+def revoke(service: KeyService, leaks: Iterable[Leak], actor: Actor = ADMIN_CLI) -> list[str]:
+    """Revoke every matched key that is not revoked yet, recording where it leaked."""
+    revoked: list[str] = []
+    seen: set[str] = set()
+    for leak in leaks:
+        if leak.api_key is None or leak.api_key in seen or leak.status == "revoked":
+            continue
+        seen.add(leak.api_key)
+        service.revoke(leak.api_key, actor=actor)
+        with service.db.transaction() as s:
+            audit(
+                s,
+                EventType.KEY_LEAKED,
+                actor=actor.name,
+                key_id=leak.api_key,
+                data={"where": leak.where, "kind": leak.kind},
+                now=utcnow(),
+            )
+        revoked.append(leak.api_key)
+    return revoked
