@@ -25,7 +25,15 @@ from keyplane.settings import Settings
 
 def main() -> None:
     data_dir, port, key_id = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    settings = Settings(data_dir=data_dir, database_url=None, redis_url=None)
+    # Limits far above what the run sends: this measures verification, not throttling.
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=None,
+        redis_url=None,
+        rate_limit_per_key="100000000/minute",
+        rate_limit_per_ip="100000000/minute",
+        rate_limit_public_per_ip="100000000/minute",
+    )
     services = build_services(settings)
     record = services.keys.load_record(key_id)
     assert record is not None

@@ -141,6 +141,7 @@ class MemoryGate:
         self.policy = _Policy(settings)
         self.storage = _SweptMemoryStorage()
         self._next_sweep = 0.0
+        self._keys: dict[tuple[int, tuple[str, ...]], str] = {}
         self._clock = clock
         self._tokens: dict[str, float] = {}
         self._next_purge = 0.0
@@ -163,9 +164,16 @@ class MemoryGate:
         if now >= self._next_sweep:
             self._next_sweep = now + 1.0
             self.storage.sweep()
-        key = item.key_for(*ids)
+        # limits builds its key string on every call; remember it per (limit, ids), bounded.
+        cache_key = (id(item), ids)
+        key = self._keys.get(cache_key)
+        if key is None:
+            if len(self._keys) >= _MAX_TRACKED:
+                self._keys.clear()
+            key = self._keys[cache_key] = item.key_for(*ids)
         used = self.storage.incr(key, item.get_expiry(), amount=cost)
-        return used, self.storage.get_expiry(key) - time.time()
+        wall = time.time()
+        return used, self.storage.expirations.get(key, wall) - wall
 
     async def admit(
         self,

@@ -229,7 +229,8 @@ class Authenticator:
             recv_window_default=self.settings.recv_window_default_ms,
             recv_window_max=self.settings.recv_window_max_ms,
         )
-        rec = await self.lookup(key_id)
+        cached = self.cache.get(key_id) if self.cache.is_fresh() else None
+        rec = cached if isinstance(cached, KeyRecord) else await self.lookup(key_id)
         now_s = self.clock()
         self.verify_binance(rec, req, client_ip, rule, now_s)
         # The same signature on a state-changing request is accepted once within its recvWindow.

@@ -58,11 +58,12 @@ def _split(raw: str) -> tuple[str, list[str]]:
 def _collect(raw: str, params: dict[str, str]) -> None:
     if not raw:
         return
+    plain = "%" not in raw and "+" not in raw  # the usual case: nothing to decode
     for seg in raw.split("&"):
         if not seg:
             continue
         key, _, value = seg.partition("=")
-        if "%" in seg or "+" in seg:  # most parameters need no decoding at all
+        if not plain and ("%" in seg or "+" in seg):
             try:
                 key = unquote_plus(key, errors="strict")
                 value = unquote_plus(value, errors="strict")
