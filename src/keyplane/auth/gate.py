@@ -24,6 +24,17 @@ class Admission:
 
 
 class RequestGate(Protocol):
+    # True when the gate answers from memory: the pipeline then calls :meth:`admit_now` and spares
+    # the request a coroutine. A gate that does I/O (Redis) sets it False and is awaited instead.
+    in_process: bool
+
+    def admit_now(
+        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+    ) -> Admission:
+        """:meth:`admit`, synchronously, for a caller that has just checked :meth:`locked_out`; only
+        called when ``in_process`` is True."""
+        ...
+
     async def admit(
         self,
         *,
@@ -50,7 +61,17 @@ class RequestGate(Protocol):
         ...
 
 
+_UNTRACKED = Admission()
+
+
 class OpenGate:
+    in_process = True
+
+    def admit_now(
+        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+    ) -> Admission:
+        return _UNTRACKED
+
     async def admit(
         self,
         *,
@@ -60,10 +81,10 @@ class OpenGate:
         replay_token: str | None,
         replay_ttl_s: float,
     ) -> Admission:
-        return Admission()
+        return _UNTRACKED
 
     async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
-        return Admission()
+        return _UNTRACKED
 
     def locked_out(self, client_ip: str) -> float:
         return 0.0

@@ -175,6 +175,8 @@ class MemoryGate:
         wall = time.time()
         return used, self.storage.expirations.get(key, wall) - wall
 
+    in_process = True
+
     async def admit(
         self,
         *,
@@ -186,6 +188,12 @@ class MemoryGate:
     ) -> Admission:
         if (left := self.lockouts.left(client_ip)) > 0:
             raise IpLockedOut(left)
+        return self.admit_now(key_id, client_ip, rule, replay_token, replay_ttl_s)
+
+    def admit_now(
+        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+    ) -> Admission:
+        """:meth:`admit` for a caller that has just checked :meth:`locked_out` (the pipeline)."""
         if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s):
             raise ReplayDetected("this signed request was already accepted once: sign each request anew")
         p = self.policy
@@ -219,6 +227,8 @@ class MemoryGate:
 class RedisGate:
     """Replay guard, limits and lockout shared by every node through one Redis."""
 
+    in_process = False
+
     def __init__(self, settings: Settings, client: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         import redis.asyncio as aioredis
 
@@ -240,6 +250,11 @@ class RedisGate:
 
     def _counter(self, item: limits.RateLimitItem, *ids: str) -> str:
         return f"{self.limits_prefix}:{item.key_for(*ids)}"
+
+    def admit_now(
+        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+    ) -> Admission:
+        raise NotImplementedError("RedisGate answers over the network: await admit()")
 
     def _lock_key(self, ip: str) -> str:
         return f"{self.prefix}lockout:{ip}"

@@ -67,6 +67,12 @@ class KeyCache:
     def mark_fresh(self) -> None:
         self.last_fresh = self._clock()
 
+    def hot(self, public_id: str) -> KeyRecord | None:
+        """The cached record if there is one and the cache is fresh: the per-request fast path."""
+        if self.max_staleness_s is not None and self._clock() - self.last_fresh > self.max_staleness_s:
+            return None
+        return self._entries.get(public_id)
+
     def get(self, public_id: str) -> KeyRecord | _Miss | None:
         """The cached record, None for a cached "no such key", or MISS if nothing is cached."""
         rec = self._entries.get(public_id)

@@ -155,14 +155,20 @@ class SignedRequestMiddleware:
             body = await read_body(receive, self.max_body) if has_body else b""
             if rule.dialect == "binance":
                 key_id = _header(scope, b"x-mbx-apikey")
-                ctx = await self.auth.authenticate_binance(
-                    method=scope["method"],
-                    raw_query=scope.get("query_string", b""),
-                    raw_body=body,
-                    api_key_header=key_id,
-                    client_ip=ip,
-                    rule=rule,
-                )
+                hot = self.auth.hot_key(key_id)
+                if hot is not None:  # a cached key and an in-process gate: no I/O, no coroutine
+                    ctx = self.auth.authenticate_binance_now(
+                        scope["method"], scope.get("query_string", b""), body, hot, ip, rule
+                    )
+                else:
+                    ctx = await self.auth.authenticate_binance(
+                        method=scope["method"],
+                        raw_query=scope.get("query_string", b""),
+                        raw_body=body,
+                        api_key_header=key_id,
+                        client_ip=ip,
+                        rule=rule,
+                    )
             else:
                 if self.httpsig is None:
                     raise AuthUnavailable("the native signature dialect is not enabled on this server")

@@ -6,8 +6,11 @@
 A request is rejected before any expensive work (a cache miss, an Ed25519 verify, a Redis round trip)
 if a cheaper check already fails. Each rejection is an :class:`AuthError` subclass with its own code.
 
-:meth:`Authenticator.verify_binance` is the synchronous core (used by the in-process benchmark);
-:meth:`Authenticator.authenticate` wraps it with the cache miss, the gate and the usage record.
+:meth:`Authenticator.authenticate_binance_now` is the per-request path for a cached key and an
+in-process gate (no I/O, so no coroutine); :meth:`Authenticator.authenticate_binance` takes any
+request (a cache miss, a Redis gate). Both run :meth:`Authenticator.verify_binance`, where each check
+is an inline test of the common case and the ``check_*`` method that builds the precise rejection
+runs only when that test does not pass; the ``check_*`` methods are also what the other dialects use.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from keyplane.auth import errors as E
 from keyplane.auth.dialects import binance
@@ -25,7 +28,7 @@ from keyplane.auth.gate import Admission, OpenGate, RequestGate
 from keyplane.auth.keycache import KeyCache, UsageRecorder, _Miss
 from keyplane.auth.routes import RouteRule
 from keyplane.keys import format as keyformat
-from keyplane.keys.record import Ed25519Verifier, HmacVerifier, KeyRecord
+from keyplane.keys.record import KeyRecord
 from keyplane.keys.scopes import SCOPE_ORDER, Scope
 from keyplane.settings import Settings
 
@@ -92,8 +95,15 @@ class Authenticator:
         return key
 
     def check_key_state(self, rec: KeyRecord, now_s: float) -> None:
-        if rec.status == "active" and rec.expires_ts is None and rec.idle_s is None and rec.verifiers:
-            return  # the common case: nothing to compute
+        if rec.status == "active" and rec.verifiers:
+            if rec.expires_ts is None and rec.idle_s is None:
+                return  # the common case: nothing to compute
+            deadline = rec.deadline_ts(self.usage.last_seen.get(rec.public_id))
+            if deadline is None or now_s < deadline:
+                return
+        self._reject_key_state(rec, now_s)
+
+    def _reject_key_state(self, rec: KeyRecord, now_s: float) -> None:
         masked = keyformat.mask(rec.public_id)
         if rec.status == "revoked":
             raise E.KeyRevoked(f"API key {masked} was revoked")
@@ -113,6 +123,7 @@ class Authenticator:
             )
         if not rec.verifiers:
             raise E.KeyRevoked(f"API key {masked} has no usable credential")
+        raise E.KeyDisabled(f"API key {masked} is {rec.status}")  # a status this version does not know
 
     @staticmethod
     def check_ip(rec: KeyRecord, ip_text: str | None) -> None:
@@ -148,18 +159,15 @@ class Authenticator:
 
     @staticmethod
     def check_binance_signature(rec: KeyRecord, req: binance.BinanceRequest, now_s: float) -> None:
-        if rec.key_type == "hmac":
-            sig_hex = binance.decode_hex(req.signature)
-            for v in rec.verifiers:
-                live = v.valid_until is None or v.valid_until > now_s
-                if live and isinstance(v, HmacVerifier) and v.verify_hex(req.payload, sig_hex):
-                    return
-        else:
-            sig = binance.decode_base64(req.signature)
-            for v in rec.verifiers:
-                live = v.valid_until is None or v.valid_until > now_s
-                if live and isinstance(v, Ed25519Verifier) and v.verify_raw(req.payload, sig):
-                    return
+        decode = binance.decode_hex if rec.key_type == "hmac" else binance.decode_base64
+        sig = decode(req.signature)
+        for v in rec.verifiers:
+            if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(req.payload, sig):
+                return
+        Authenticator.reject_signature(rec)
+
+    @staticmethod
+    def reject_signature(rec: KeyRecord) -> NoReturn:
         raise E.SignatureInvalid(
             "Signature for this request is not valid: it must be "
             + ("HMAC-SHA256 in hex" if rec.key_type == "hmac" else "Ed25519 in base64")
@@ -184,20 +192,6 @@ class Authenticator:
 
     # -- the dialects ----------------------------------------------------------------------------
 
-    def verify_binance(
-        self,
-        rec: KeyRecord,
-        req: binance.BinanceRequest,
-        client_ip: str | None,
-        rule: RouteRule,
-        now_s: float,
-    ) -> None:
-        """Every check after the key lookup, for a Binance-dialect request. Raises AuthError."""
-        self.check_key_state(rec, now_s)
-        self.check_ip(rec, client_ip)
-        self.check_timestamp(req.timestamp_ms, req.recv_window_ms, now_s)
-        self.check_binance_signature(rec, req, now_s)
-
     async def lookup(self, key_id: str) -> KeyRecord:
         self.cache.check_fresh()
         cached = self.cache.get(key_id)
@@ -205,6 +199,107 @@ class Authenticator:
         if rec is None:
             raise E.KeyUnknown(f"API key {keyformat.mask(key_id)} does not exist on this server")
         return rec
+
+    def verify_binance(self, rec: KeyRecord, req: binance.BinanceRequest, client_ip: str | None, now_s: float) -> None:
+        """Every check between the key lookup and the request gate: status and expiry, IP allowlist,
+        timestamp window, signature. Each is an inline test of the common case; the ``check_*``
+        method, which builds the precise rejection, runs only when that test does not pass."""
+        if not (
+            rec.status == "active"
+            and rec.verifiers
+            and (rec.expires_ts is None or now_s < rec.expires_ts)
+            and (rec.idle_s is None or now_s - self.usage.last_seen.get(rec.public_id, 0.0) < rec.idle_s)
+        ):
+            self.check_key_state(rec, now_s)
+        if rec.restrictions.ip_allowlist:
+            self.check_ip(rec, client_ip)
+        ahead_ms = req.timestamp_ms - now_s * 1000.0
+        if ahead_ms >= self.settings.future_tolerance_ms or -ahead_ms > req.recv_window_ms:
+            self.check_timestamp(req.timestamp_ms, req.recv_window_ms, now_s)
+        if rec.key_type == "hmac":
+            try:
+                mac = bytes.fromhex(req.signature)
+            except ValueError:
+                mac = b""
+            if len(mac) != 32 or len(req.signature) != 64:
+                binance.decode_hex(req.signature)  # raises the precise encoding error
+            for v in rec.verifiers:
+                if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(req.payload, mac):
+                    return
+            self.reject_signature(rec)
+        else:
+            self.check_binance_signature(rec, req, now_s)
+
+    def hot_key(self, api_key_header: str | None) -> KeyRecord | None:
+        """The cached record for this key header when the whole pipeline can run without I/O (a
+        fresh cache hit, and a gate that answers from memory); then
+        :meth:`authenticate_binance_now` applies. None means: use :meth:`authenticate_binance`."""
+        return self.cache.hot(api_key_header) if api_key_header and self.gate.in_process else None
+
+    def authenticate_binance_now(
+        self,
+        method: str,
+        raw_query: bytes,
+        raw_body: bytes,
+        rec: KeyRecord,
+        client_ip: str | None,
+        rule: RouteRule,
+    ) -> AuthContext:
+        """The whole Binance-dialect pipeline for a key from :meth:`hot_key`, with no coroutine: the
+        per-request path of a server whose keys are cached."""
+        ip_key = client_ip or "-"
+        gate = self.gate
+        if (left := gate.locked_out(ip_key)) > 0:
+            raise IpLockedOut(left)
+        settings = self.settings
+        req = binance.parse(
+            raw_query,
+            raw_body,
+            recv_window_default=settings.recv_window_default_ms,
+            recv_window_max=settings.recv_window_max_ms,
+        )
+        now_s = self.clock()
+        key_id = rec.public_id
+        # verify_binance, inline: this is the per-request path.
+        if not (
+            rec.status == "active"
+            and rec.verifiers
+            and (rec.expires_ts is None or now_s < rec.expires_ts)
+            and (rec.idle_s is None or now_s - self.usage.last_seen.get(key_id, 0.0) < rec.idle_s)
+        ):
+            self.check_key_state(rec, now_s)
+        if rec.restrictions.ip_allowlist:
+            self.check_ip(rec, client_ip)
+        ahead_ms = req.timestamp_ms - now_s * 1000.0
+        if ahead_ms >= settings.future_tolerance_ms or -ahead_ms > req.recv_window_ms:
+            self.check_timestamp(req.timestamp_ms, req.recv_window_ms, now_s)
+        signature = req.signature
+        if rec.key_type == "hmac" and len(signature) == 64:
+            try:
+                mac = bytes.fromhex(signature)
+            except ValueError:
+                mac = b""
+            for v in rec.verifiers:
+                if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(req.payload, mac):
+                    break
+            else:
+                self.check_binance_signature(rec, req, now_s)  # raises the precise error
+        else:
+            self.check_binance_signature(rec, req, now_s)
+        # The same signature on a state-changing request is accepted once within its recvWindow.
+        admission = gate.admit_now(
+            key_id,
+            ip_key,
+            rule,
+            signature.lower() if method in _STATE_CHANGING else None,
+            (req.recv_window_ms + settings.future_tolerance_ms) / 1000.0,
+        )
+        if (rule.scope is not None and rule.scope not in rec.scopes) or (
+            rule.symbol_restricted and rec.restrictions.symbols
+        ):
+            self.check_scope(rec, rule, req.params)
+        self.usage.touch(key_id, now_s, client_ip)
+        return AuthContext(rec, req.params, client_ip, rule, "binance", admission)
 
     async def authenticate_binance(
         self,
@@ -216,32 +311,37 @@ class Authenticator:
         client_ip: str | None,
         rule: RouteRule,
     ) -> AuthContext:
+        """The whole Binance-dialect pipeline, for any key: a cache miss loads it, and a gate that
+        does I/O (Redis) is awaited."""
+        hot = self.hot_key(api_key_header)
+        if hot is not None:
+            return self.authenticate_binance_now(method, raw_query, raw_body, hot, client_ip, rule)
         ip_key = client_ip or "-"
-        if (left := self.gate.locked_out(ip_key)) > 0:
+        gate = self.gate
+        if (left := gate.locked_out(ip_key)) > 0:
             raise IpLockedOut(left)
-        # A key already in the cache is known to be well-formed: skip re-checking its checksum.
-        key_id = (
-            api_key_header if api_key_header and api_key_header in self.cache else self.check_key_format(api_key_header)
-        )
+        # A key in the cache is known to be well-formed, so its checksum is not checked again.
+        cached = self.cache.hot(api_key_header) if api_key_header else None
+        key_id = cached.public_id if cached is not None else self.check_key_format(api_key_header)
+        settings = self.settings
         req = binance.parse(
             raw_query,
             raw_body,
-            recv_window_default=self.settings.recv_window_default_ms,
-            recv_window_max=self.settings.recv_window_max_ms,
+            recv_window_default=settings.recv_window_default_ms,
+            recv_window_max=settings.recv_window_max_ms,
         )
-        cached = self.cache.get(key_id) if self.cache.is_fresh() else None
-        rec = cached if isinstance(cached, KeyRecord) else await self.lookup(key_id)
+        rec = cached if cached is not None else await self.lookup(key_id)
         now_s = self.clock()
-        self.verify_binance(rec, req, client_ip, rule, now_s)
+        self.verify_binance(rec, req, client_ip, now_s)
         # The same signature on a state-changing request is accepted once within its recvWindow.
         replay_token = req.signature.lower() if method in _STATE_CHANGING else None
-        admission = await self.gate.admit(
-            key_id=key_id,
-            client_ip=ip_key,
-            rule=rule,
-            replay_token=replay_token,
-            replay_ttl_s=(req.recv_window_ms + self.settings.future_tolerance_ms) / 1000.0,
-        )
+        replay_ttl_s = (req.recv_window_ms + settings.future_tolerance_ms) / 1000.0
+        if gate.in_process:
+            admission = gate.admit_now(key_id, ip_key, rule, replay_token, replay_ttl_s)
+        else:
+            admission = await gate.admit(
+                key_id=key_id, client_ip=ip_key, rule=rule, replay_token=replay_token, replay_ttl_s=replay_ttl_s
+            )
         self.check_scope(rec, rule, req.params)
         self.usage.touch(key_id, now_s, client_ip)
         return AuthContext(rec, req.params, client_ip, rule, "binance", admission)

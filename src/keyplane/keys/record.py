@@ -1,64 +1,53 @@
 """The verified-request view of a key: an immutable, cacheable snapshot with its verifiers ready.
 
 A :class:`KeyRecord` is what the auth pipeline holds in its in-process cache. It carries the
-HMAC state precomputed from the secret (so each verification costs one ``copy`` and one ``update``,
-not a fresh key schedule) or the Ed25519 verify key. Its repr shows no secret material.
+HMAC state precomputed from the secret (so each verification costs two state copies, not a fresh
+key schedule) or the Ed25519 verify key. Its repr shows no secret material.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 
+from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from keyplane.keys.hmackey import HmacSha256Key
 from keyplane.keys.scopes import Restrictions, Scope
 
 
-class HmacVerifier:
-    __slots__ = ("_base", "valid_until")
+class HmacVerifier(HmacSha256Key):
+    __slots__ = ("valid_until",)
 
     def __init__(self, secret: bytes, valid_until: float | None = None) -> None:
-        self._base = hmac.new(secret, digestmod=hashlib.sha256)
+        super().__init__(secret)
         self.valid_until = valid_until  # epoch seconds; None while current
 
     def __repr__(self) -> str:
         return "HmacVerifier(<secret>)"
 
-    def digest(self, payload: bytes) -> bytes:
-        h = self._base.copy()
-        h.update(payload)
-        return h.digest()
-
-    def verify_hex(self, payload: bytes, signature_hex: str) -> bool:
-        h = self._base.copy()
-        h.update(payload)
-        # Binance HMAC signatures are case-insensitive hex.
-        return hmac.compare_digest(h.hexdigest(), signature_hex.lower())
-
-    def verify_raw(self, payload: bytes, signature: bytes) -> bool:
-        return hmac.compare_digest(self.digest(payload), signature)
+    verify_raw = HmacSha256Key.verify
 
 
 class Ed25519Verifier:
     __slots__ = ("_key", "public_key", "valid_until")
 
     def __init__(self, public_key: bytes, valid_until: float | None = None) -> None:
-        self._key = VerifyKey(public_key)
-        self.public_key = public_key
+        self._key = VerifyKey(public_key)  # validates the key's length and type once
+        self.public_key = bytes(self._key)
         self.valid_until = valid_until
 
     def __repr__(self) -> str:
         return "Ed25519Verifier()"
 
     def verify_raw(self, payload: bytes, signature: bytes) -> bool:
+        # libsodium's crypto_sign_open, which VerifyKey.verify wraps, without its per-call checks.
         if len(signature) != 64:
             return False
         try:
-            self._key.verify(payload, signature)
+            crypto_sign_open(signature + payload, self.public_key)
         except BadSignatureError:
             return False
         return True

@@ -60,8 +60,9 @@ def test_rejections(query, error):
 
 
 def test_decode_hex_and_base64():
-    assert binance.decode_hex("A" * 64) == "A" * 64
-    for bad in ("a" * 63, "g" * 64, ""):
+    assert binance.decode_hex("A" * 64) == b"\xaa" * 32
+    assert binance.decode_hex("ab" * 32) == b"\xab" * 32
+    for bad in ("a" * 63, "g" * 64, "", "a" * 62 + " a", "a" * 66):
         with pytest.raises(E.SignatureEncoding):
             binance.decode_hex(bad)
     raw = bytes(range(64))
@@ -90,8 +91,9 @@ def test_hmac_signing_round_trip(extra, in_body):
     sig = hmac.new(secret.encode(), encoded.encode(), hashlib.sha256).hexdigest()
     signed = f"{encoded}&signature={sig}".encode()
     req = binance.parse(b"" if in_body else signed, signed if in_body else b"", **KW)
-    assert HmacVerifier(secret.encode()).verify_hex(req.payload, binance.decode_hex(req.signature))
-    assert not HmacVerifier(b"other").verify_hex(req.payload, binance.decode_hex(req.signature))
+    assert HmacVerifier(secret.encode()).verify_raw(req.payload, binance.decode_hex(req.signature))
+    assert HmacVerifier(secret.encode()).verify_raw(req.payload, binance.decode_hex(req.signature.upper()))
+    assert not HmacVerifier(b"other").verify_raw(req.payload, binance.decode_hex(req.signature))
     assert {k: v for k, v in req.params.items() if k != "timestamp"} == extra
 
 
@@ -104,3 +106,66 @@ def test_ed25519_signing_round_trip(extra):
     verifier = Ed25519Verifier(bytes(sk.verify_key))
     assert verifier.verify_raw(req.payload, binance.decode_base64(req.signature))
     assert not verifier.verify_raw(req.payload + b"x", binance.decode_base64(req.signature))
+
+
+# Fragments that exercise every branch of the parser: separators, the signature name inside and
+# around other names, percent-encoding, "+", and empty names and values.
+_fragment = st.sampled_from(
+    ["a", "b", "=", "&", "%41", "%", "+", "signature=", "&signature=", "xsignature=", "timestamp=", "1", "ff", ""]
+)
+_raw = st.lists(_fragment, max_size=12).map("".join)
+
+
+def _reference(query: str, body: str) -> tuple[dict[str, str], bytes, str] | type[Exception]:
+    try:
+        params, payload, signature = binance._general(query, body)
+    except E.AuthError as e:
+        return type(e)
+    return params, payload.encode("ascii"), signature
+
+
+@given(_raw, _raw)
+def test_fast_path_agrees_with_the_general_parser(query, body):
+    """Whatever the shape, parse() finds the same parameters, payload and signature as the general
+    parser (or rejects with the same error): the fast path is only a shortcut."""
+    query = query + "&timestamp=1" if "timestamp=" not in query + body else query
+    expected = _reference(query, body)
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            binance.parse(query.encode(), body.encode(), **KW)
+        return
+    try:
+        req = binance.parse(query.encode(), body.encode(), **KW)
+    except (E.ParamMissing, E.ParamInvalid, E.RecvWindowInvalid):
+        return  # the split agreed; the timestamp or recvWindow was then rejected, as it must be
+    assert (req.params, req.payload, req.signature) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ("", "symbol=BTCUSDT&side=BUY&timestamp=1&signature=ab"),  # form body, as ccxt sends orders
+        ("symbol=BTCUSDT&timestamp=1&signature=ab", ""),  # GET
+        ("symbol=BTCUSDT", "timestamp=1&signature=ab"),  # both
+        ("a=b=c&timestamp=1&signature=ab", ""),  # "=" inside a value
+        ("a&timestamp=1&signature=ab", ""),  # a name without a value
+        ("a=1&&timestamp=1&signature=ab", ""),  # an empty parameter
+        ("a=%41&timestamp=1&signature=ab", ""),  # percent-encoded
+        ("a=x+y&timestamp=1&signature=ab", ""),  # "+" is a space
+    ],
+)
+def test_fast_and_general_paths_on_common_shapes(query, body):
+    req = binance.parse(query.encode(), body.encode(), **KW)
+    assert (req.params, req.payload, req.signature) == _reference(query, body)
+
+
+def test_duplicate_parameter_on_the_fast_path_is_named():
+    with pytest.raises(E.DuplicateParameter, match="'a'"):
+        binance.parse(b"a=1&a=2&timestamp=1&signature=ab", b"", **KW)
+    with pytest.raises(E.DuplicateParameter, match="'a'"):
+        binance.parse(b"a=1", b"a=2&timestamp=1&signature=ab", **KW)
+
+
+def test_non_ascii_digits_are_not_a_timestamp():
+    with pytest.raises(E.ParamInvalid):
+        binance.parse(b"timestamp=%C2%B2&signature=ab", b"", **KW)

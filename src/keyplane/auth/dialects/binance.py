@@ -84,12 +84,14 @@ def _number(value: str, name: str) -> float:
     return number
 
 
-def parse(raw_query: bytes, raw_body: bytes, *, recv_window_default: int, recv_window_max: int) -> BinanceRequest:
-    """Split a request into its parameters, the exact signed payload and the signature."""
-    try:
-        query, body = raw_query.decode("ascii"), raw_body.decode("ascii")
-    except UnicodeDecodeError as e:
-        raise ParamInvalid("parameters must be percent-encoded ASCII (Binance signs the bytes as sent)") from e
+_SIG_LAST = "&signature="
+# Every byte but the separators (and the two that mean percent-encoding), for bytes.translate.
+_NOT_SEPARATOR = bytes(sorted(set(range(256)) - set(b"&=%+")))
+_ALTERNATING = b"=&" * 512
+
+
+def _general(query: str, body: str) -> tuple[dict[str, str], str, str]:
+    """Any request :func:`parse`'s fast path does not take: (params, payload, signature)."""
     q_keep, q_sigs = _split(query)
     b_keep, b_sigs = _split(body) if body else ("", [])
     sigs = q_sigs + b_sigs
@@ -100,41 +102,108 @@ def parse(raw_query: bytes, raw_body: bytes, *, recv_window_default: int, recv_w
     params: dict[str, str] = {}
     _collect(q_keep, params)
     _collect(b_keep, params)
-    payload = (q_keep + b_keep).encode("ascii")
+    return params, q_keep + b_keep, sigs[0]
 
-    ts_text = params.get("timestamp")
-    if ts_text is None:
+
+def _timestamp(text: str | None) -> float:
+    if text is None:
         raise ParamMissing("mandatory parameter 'timestamp' was not sent")
-    if not ts_text.isdigit():
-        raise ParamInvalid(f"parameter 'timestamp' must be milliseconds since the epoch, got {ts_text[:32]!r}")
-    ts = int(ts_text)
-    # Binance accepts microseconds too: 16 digits.
-    timestamp_ms = ts / 1000 if ts >= 10**15 else float(ts)
+    if not (text.isascii() and text.isdigit()):
+        raise ParamInvalid(f"parameter 'timestamp' must be milliseconds since the epoch, got {text[:32]!r}")
+    ts = int(text)
+    return ts / 1000 if ts >= 10**15 else ts  # Binance accepts microseconds too: 16 digits
 
-    rw_text = params.get("recvWindow")
-    if rw_text is None:
-        recv_window = float(recv_window_default)
+
+def _recv_window(text: str, maximum: int) -> float:
+    try:
+        value = _number(text, "recvWindow")
+    except ParamInvalid as e:
+        raise RecvWindowInvalid(f"recvWindow must be a number of milliseconds, got {text[:32]!r}") from e
+    if not 0 < value <= maximum:
+        raise RecvWindowInvalid(f"recvWindow must be more than 0 and at most {maximum}, got {text}")
+    return value
+
+
+def parse(raw_query: bytes, raw_body: bytes, *, recv_window_default: int, recv_window_max: int) -> BinanceRequest:
+    """Split a request into its parameters, the exact signed payload and the signature.
+
+    The fast path takes the shape nearly every client sends: the signature last in the body (or, with
+    no body, in the query), once; every parameter ``name=value``; nothing percent-encoded. Anything
+    else goes through :func:`_general`, which decodes, and rejects what it must.
+    """
+    try:
+        query = raw_query.decode("ascii") if raw_query else ""
+        body = raw_body.decode("ascii") if raw_body else ""
+    except UnicodeDecodeError as e:
+        raise ParamInvalid("parameters must be percent-encoded ASCII (Binance signs the bytes as sent)") from e
+    params: dict[str, str] | None = None
+    head, found, signature = (body or query).rpartition(_SIG_LAST)
+    if found and "&" not in signature and _SIG not in head:
+        if not body:
+            flat, signed = head, raw_query[: len(head)]
+            separators = signed.translate(None, _NOT_SEPARATOR)
+        elif not query:
+            flat, signed = head, raw_body[: len(head)]
+            separators = signed.translate(None, _NOT_SEPARATOR)
+        else:  # query and body are signed back to back, but are separate lists of parameters
+            flat, signed = f"{query}&{head}", raw_query + raw_body[: len(head)]
+            separators = b"" if _SIG in query else flat.encode("ascii").translate(None, _NOT_SEPARATOR)
+        # The separators, in order, must alternate "=&=&...=": one "=" in every parameter, no empty
+        # parameter, and no "%" or "+" (those need decoding).
+        n = len(separators)
+        if n & 1 and separators == _ALTERNATING[:n]:
+            parts = iter(flat.replace("&", "=").split("="))
+            params = dict(zip(parts, parts, strict=False))  # an even count: checked just above
+            if len(params) != (n + 1) >> 1:  # a duplicate: the general path names it
+                params = None
+    if params is None:
+        params, payload, signature = _general(query, body)
+        signed = payload.encode("ascii")
+        ts_text = rw_text = None  # decoded text may hold non-ASCII digits: the helpers check it all
+    else:  # all ASCII: str.isdigit means 0-9 here
+        ts_text, rw_text = params.get("timestamp"), params.get("recvWindow")
+    if ts_text is not None and ts_text.isdigit() and len(ts_text) < 16:
+        timestamp_ms: float = int(ts_text)
     else:
-        try:
-            recv_window = _number(rw_text, "recvWindow")
-        except ParamInvalid as e:
-            raise RecvWindowInvalid(f"recvWindow must be a number of milliseconds, got {rw_text[:32]!r}") from e
-        if not 0 < recv_window <= recv_window_max:
-            raise RecvWindowInvalid(f"recvWindow must be more than 0 and at most {recv_window_max}, got {rw_text}")
-    return BinanceRequest(params, payload, sigs[0], timestamp_ms, recv_window)
+        timestamp_ms = _timestamp(params.get("timestamp"))
+    if rw_text is not None and rw_text.isdigit() and len(rw_text) < 7 and 0 < int(rw_text) <= recv_window_max:
+        recv_window: float = int(rw_text)
+    elif "recvWindow" not in params:
+        recv_window = recv_window_default
+    else:
+        recv_window = _recv_window(params["recvWindow"], recv_window_max)
+    return BinanceRequest(params, signed, signature, timestamp_ms, recv_window)
 
 
-def decode_hex(signature: str) -> str:
-    if len(signature) != 64 or not _HEX.issuperset(signature):
+def decode_hex(signature: str) -> bytes:
+    """The 32 bytes of a hex HMAC-SHA256 signature (either case)."""
+    try:
+        raw = bytes.fromhex(signature) if len(signature) == 64 else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:  # fromhex skips spaces: a 64-character string with any is short here
         raise SignatureEncoding(
             f"an HMAC-SHA256 signature is 64 hex characters; got {len(signature)} characters"
             + ("" if _HEX.issuperset(signature) else " that are not all hex")
         )
-    return signature
+    return raw
 
 
 def decode_base64(signature: str) -> bytes:
     """Percent-decode, then base64-decode (standard or URL-safe alphabet)."""
+    # Clients percent-encode exactly three characters of standard base64: undo those directly.
+    text = signature.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=") if "%" in signature else signature
+    if "%" not in text:
+        try:
+            raw = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) == 64:
+            return raw
+    return _decode_base64_general(signature)
+
+
+def _decode_base64_general(signature: str) -> bytes:
     text = unquote_to_bytes(signature).replace(b" ", b"+")
     try:
         raw = base64.b64decode(text, validate=True)
