@@ -8,15 +8,16 @@ other stages, benchmarks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from keyplane.auth.routes import RouteRule
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """Rate-limit state for response headers; ``None`` fields mean "not tracked"."""
+class Admission(NamedTuple):
+    """Rate-limit state for response headers; ``None`` fields mean "not tracked".
+
+    A named tuple rather than a frozen dataclass: one is made per signed request, and a frozen
+    dataclass's ``__init__`` costs several times as much."""
 
     limit: int | None = None
     used: int | None = None

@@ -141,7 +141,7 @@ class MemoryGate:
         self.policy = _Policy(settings)
         self.storage = _SweptMemoryStorage()
         self._next_sweep = 0.0
-        self._keys: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._keys: dict[tuple[int, str, str], str] = {}
         self._clock = clock
         self._tokens: dict[str, float] = {}
         self._next_purge = 0.0
@@ -159,18 +159,23 @@ class MemoryGate:
         self._tokens[token] = now + ttl_s
         return False
 
-    def _count(self, item: limits.RateLimitItem, cost: int, *ids: str) -> tuple[int, float]:
-        now = self._clock()
-        if now >= self._next_sweep:
-            self._next_sweep = now + 1.0
-            self.storage.sweep()
-        # limits builds its key string on every call; remember it per (limit, ids), bounded.
-        cache_key = (id(item), ids)
+    def _key(self, item: limits.RateLimitItem, kind: str, ident: str) -> str:
+        """limits' key string for (item, kind, ident); limits builds it anew on every call, so it is
+        remembered here, bounded."""
+        cache_key = (id(item), kind, ident)
         key = self._keys.get(cache_key)
         if key is None:
             if len(self._keys) >= _MAX_TRACKED:
                 self._keys.clear()
-            key = self._keys[cache_key] = item.key_for(*ids)
+            key = self._keys[cache_key] = item.key_for(kind, ident)
+        return key
+
+    def _count(self, item: limits.RateLimitItem, cost: int, kind: str, ident: str) -> tuple[int, float]:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self.storage.sweep()
+        key = self._key(item, kind, ident)
         used = self.storage.incr(key, item.get_expiry(), amount=cost)
         wall = time.time()
         return used, self.storage.expirations.get(key, wall) - wall

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote_plus, unquote_to_bytes
 
 from keyplane.auth.errors import (
@@ -28,8 +28,7 @@ _SIG = "signature="
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
-@dataclass(slots=True)
-class BinanceRequest:
+class BinanceRequest(NamedTuple):
     params: dict[str, str]
     payload: bytes
     signature: str  # as received: hex for HMAC, percent-encoded base64 for Ed25519
@@ -124,55 +123,66 @@ def _recv_window(text: str, maximum: int) -> float:
     return value
 
 
-def parse(raw_query: bytes, raw_body: bytes, *, recv_window_default: int, recv_window_max: int) -> BinanceRequest:
-    """Split a request into its parameters, the exact signed payload and the signature.
+def split_fast(raw_query: bytes, raw_body: bytes) -> tuple[dict[str, str], bytes, str] | None:
+    """(params, signed payload, signature) for the shape nearly every client sends, or None.
 
-    The fast path takes the shape nearly every client sends: the signature last in the body (or, with
-    no body, in the query), once; every parameter ``name=value``; nothing percent-encoded. Anything
-    else goes through :func:`_general`, which decodes, and rejects what it must.
+    That shape: the signature last in the body (or, with no body, in the query), once; every other
+    parameter ``name=value``, once; nothing percent-encoded. For such a request the result is exactly
+    what the general parser finds (a property test holds the two together); for anything else this
+    returns None and :func:`parse` takes the general path, which decodes, and rejects what it must.
     """
     try:
         query = raw_query.decode("ascii") if raw_query else ""
         body = raw_body.decode("ascii") if raw_body else ""
-    except UnicodeDecodeError as e:
-        raise ParamInvalid("parameters must be percent-encoded ASCII (Binance signs the bytes as sent)") from e
-    params: dict[str, str] | None = None
+    except UnicodeDecodeError:
+        return None
     head, found, signature = (body or query).rpartition(_SIG_LAST)
-    if found and "&" not in signature and _SIG not in head:
-        if not body:
-            flat, signed = head, raw_query[: len(head)]
-            separators = signed.translate(None, _NOT_SEPARATOR)
-        elif not query:
-            flat, signed = head, raw_body[: len(head)]
-            separators = signed.translate(None, _NOT_SEPARATOR)
-        else:  # query and body are signed back to back, but are separate lists of parameters
-            flat, signed = f"{query}&{head}", raw_query + raw_body[: len(head)]
-            separators = b"" if _SIG in query else flat.encode("ascii").translate(None, _NOT_SEPARATOR)
-        # The separators, in order, must alternate "=&=&...=": one "=" in every parameter, no empty
-        # parameter, and no "%" or "+" (those need decoding).
-        n = len(separators)
-        if n & 1 and separators == _ALTERNATING[:n]:
-            parts = iter(flat.replace("&", "=").split("="))
-            params = dict(zip(parts, parts, strict=False))  # an even count: checked just above
-            if len(params) != (n + 1) >> 1:  # a duplicate: the general path names it
-                params = None
-    if params is None:
+    if not found or "&" in signature or _SIG in head:
+        return None
+    if not body:
+        flat, signed = head, raw_query[: len(head)]
+        separators = signed.translate(None, _NOT_SEPARATOR)
+    elif not query:
+        flat, signed = head, raw_body[: len(head)]
+        separators = signed.translate(None, _NOT_SEPARATOR)
+    elif _SIG in query:
+        return None
+    else:  # query and body are signed back to back, but are separate lists of parameters
+        flat, signed = f"{query}&{head}", raw_query + raw_body[: len(head)]
+        separators = flat.encode("ascii").translate(None, _NOT_SEPARATOR)
+    # The separators, in order, must alternate "=&=&...=": one "=" in every parameter, no empty
+    # parameter, and no "%" or "+" (those need decoding).
+    n = len(separators)
+    if not n & 1 or separators != _ALTERNATING[:n]:
+        return None
+    parts = iter(flat.replace("&", "=").split("="))
+    params = dict(zip(parts, parts, strict=False))  # an even count: checked just above
+    if len(params) != (n + 1) >> 1:  # a duplicate: the general path names it
+        return None
+    return params, signed, signature
+
+
+def parse(raw_query: bytes, raw_body: bytes, recv_window_default: int, recv_window_max: int) -> BinanceRequest:
+    """Split a request into its parameters, the exact signed payload and the signature, and read
+    its timestamp and recvWindow."""
+    fast = split_fast(raw_query, raw_body)
+    if fast is None:
+        try:
+            query, body = raw_query.decode("ascii"), raw_body.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise ParamInvalid("parameters must be percent-encoded ASCII (Binance signs the bytes as sent)") from e
         params, payload, signature = _general(query, body)
         signed = payload.encode("ascii")
-        ts_text = rw_text = None  # decoded text may hold non-ASCII digits: the helpers check it all
-    else:  # all ASCII: str.isdigit means 0-9 here
-        ts_text, rw_text = params.get("timestamp"), params.get("recvWindow")
-    if ts_text is not None and ts_text.isdigit() and len(ts_text) < 16:
-        timestamp_ms: float = int(ts_text)
     else:
-        timestamp_ms = _timestamp(params.get("timestamp"))
-    if rw_text is not None and rw_text.isdigit() and len(rw_text) < 7 and 0 < int(rw_text) <= recv_window_max:
-        recv_window: float = int(rw_text)
-    elif "recvWindow" not in params:
-        recv_window = recv_window_default
-    else:
-        recv_window = _recv_window(params["recvWindow"], recv_window_max)
-    return BinanceRequest(params, signed, signature, timestamp_ms, recv_window)
+        params, signed, signature = fast
+    rw_text = params.get("recvWindow")
+    return BinanceRequest(
+        params,
+        signed,
+        signature,
+        _timestamp(params.get("timestamp")),
+        recv_window_default if rw_text is None else _recv_window(rw_text, recv_window_max),
+    )
 
 
 def decode_hex(signature: str) -> bytes:
