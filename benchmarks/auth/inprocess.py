@@ -103,11 +103,11 @@ def main() -> None:
         hq, eq = signed_hmac(), signed_ed()
 
         def pipeline(key: str, body: bytes, a: Authenticator = auth) -> Callable[[], object]:
-            # What the middleware runs per request: the cache probe, then the no-I/O path for a hit.
+            # What the middleware runs per request for a cached key: the no-I/O path.
             def run() -> object:
-                rec = a.hot_key(key)
-                assert rec is not None, "the key is not cached"
-                return a.authenticate_binance_now("GET", b"", body, rec, "127.0.0.1", rule)
+                ctx = a.authenticate_binance_cached("GET", b"", body, key, "127.0.0.1", rule)
+                assert ctx is not None, "the key is not cached"
+                return ctx
 
             return run
 

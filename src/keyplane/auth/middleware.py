@@ -155,12 +155,11 @@ class SignedRequestMiddleware:
             body = await read_body(receive, self.max_body) if has_body else b""
             if rule.dialect == "binance":
                 key_id = _header(scope, b"x-mbx-apikey")
-                hot = self.auth.hot_key(key_id)
-                if hot is not None:  # a cached key and an in-process gate: no I/O, no coroutine
-                    ctx = self.auth.authenticate_binance_now(
-                        scope["method"], scope.get("query_string", b""), body, hot, ip, rule
-                    )
-                else:
+                # A cached key and an in-process gate: no I/O, so no coroutine.
+                ctx = self.auth.authenticate_binance_cached(
+                    scope["method"], scope.get("query_string", b""), body, key_id, ip, rule
+                )
+                if ctx is None:
                     ctx = await self.auth.authenticate_binance(
                         method=scope["method"],
                         raw_query=scope.get("query_string", b""),

@@ -6,7 +6,7 @@
 A request is rejected before any expensive work (a cache miss, an Ed25519 verify, a Redis round trip)
 if a cheaper check already fails. Each rejection is an :class:`AuthError` subclass with its own code.
 
-:meth:`Authenticator.authenticate_binance_now` is the per-request path for a cached key and an
+:meth:`Authenticator.authenticate_binance_cached` is the per-request path for a cached key and an
 in-process gate (no I/O, so no coroutine); :meth:`Authenticator.authenticate_binance` takes any
 request (a cache miss, a Redis gate). Both run :meth:`Authenticator.verify_binance`, where each check
 is an inline test of the common case and the ``check_*`` method that builds the precise rejection
@@ -78,6 +78,10 @@ class Authenticator:
         self.on_failure = on_failure
         self.clock = clock
         self.failures: dict[str, int] = {}  # rejections by reason since start-up
+        # Read once, for the per-request path.
+        self._future_ms = settings.future_tolerance_ms
+        self._recv_window_default = settings.recv_window_default_ms
+        self._recv_window_max = settings.recv_window_max_ms
 
     # -- the checks ------------------------------------------------------------------------------
 
@@ -230,29 +234,30 @@ class Authenticator:
         else:
             self.check_binance_signature(rec, req.payload, req.signature, now_s)
 
-    def hot_key(self, api_key_header: str | None) -> KeyRecord | None:
-        """The cached record for this key header when the whole pipeline can run without I/O (a
-        fresh cache hit, and a gate that answers from memory); then
-        :meth:`authenticate_binance_now` applies. None means: use :meth:`authenticate_binance`."""
-        return self.cache.hot(api_key_header) if api_key_header and self.gate.in_process else None
-
-    def authenticate_binance_now(
+    def authenticate_binance_cached(
         self,
         method: str,
         raw_query: bytes,
         raw_body: bytes,
-        rec: KeyRecord,
+        api_key_header: str | None,
         client_ip: str | None,
         rule: RouteRule,
-    ) -> AuthContext:
-        """The whole Binance-dialect pipeline for a key from :meth:`hot_key`, with no coroutine: the
-        per-request path of a server whose keys are cached. It is :meth:`verify_binance` and the
-        steps around it written out on locals, because each attribute load and call shows here."""
+    ) -> AuthContext | None:
+        """The whole Binance-dialect pipeline without a coroutine, for the common case: the key is in
+        a fresh cache and the gate answers from memory. Returns None, having checked nothing, when
+        that is not so; then :meth:`authenticate_binance` takes the request.
+
+        This is :meth:`verify_binance` and the steps around it written out on locals: it runs once
+        per signed request, and each attribute load and call shows in its cost."""
+        if not api_key_header or not self.gate.in_process:
+            return None
+        rec = self.cache.hot(api_key_header)
+        if rec is None:
+            return None
         ip_key = client_ip or "-"
         gate = self.gate
         if (left := gate.locked_out(ip_key)) > 0:
             raise IpLockedOut(left)
-        settings = self.settings
         # binance.parse, with its fast path and the common timestamp and recvWindow written out here;
         # any other request goes through parse itself, which reads it or names what is wrong.
         fast = binance.split_fast(raw_query, raw_body)
@@ -262,10 +267,10 @@ class Authenticator:
             if ts_text is not None and ts_text.isdigit() and len(ts_text) < 16:  # ASCII here: 0-9
                 timestamp_ms: float = int(ts_text)
                 if rw_text is None:
-                    recv_window_ms: float = settings.recv_window_default_ms
+                    recv_window_ms: float = self._recv_window_default
                 elif rw_text.isdigit() and len(rw_text) < 7:
                     recv_window_ms = int(rw_text)
-                    if not 0 < recv_window_ms <= settings.recv_window_max_ms:
+                    if not 0 < recv_window_ms <= self._recv_window_max:
                         fast = None
                 else:
                     fast = None
@@ -273,21 +278,19 @@ class Authenticator:
                 fast = None
         if fast is None:
             params, payload, signature, timestamp_ms, recv_window_ms = binance.parse(
-                raw_query, raw_body, settings.recv_window_default_ms, settings.recv_window_max_ms
+                raw_query, raw_body, self._recv_window_default, self._recv_window_max
             )
         now_s = self.clock()
         key_id = rec.public_id
         if not (
-            rec.status == "active"
-            and rec.verifiers
-            and (rec.expires_ts is None or now_s < rec.expires_ts)
+            now_s < rec.usable_until
             and (rec.idle_s is None or now_s - self.usage.last_seen.get(key_id, 0.0) < rec.idle_s)
         ):
             self.check_key_state(rec, now_s)
         if rec.restrictions.ip_allowlist:
             self.check_ip(rec, client_ip)
         ahead_ms = timestamp_ms - now_s * 1000.0
-        if ahead_ms >= settings.future_tolerance_ms or -ahead_ms > recv_window_ms:
+        if ahead_ms >= self._future_ms or -ahead_ms > recv_window_ms:
             self.check_timestamp(timestamp_ms, recv_window_ms, now_s)
         if rec.key_type == "hmac" and len(signature) == 64:
             try:
@@ -307,7 +310,7 @@ class Authenticator:
             ip_key,
             rule,
             signature.lower() if method in _STATE_CHANGING else None,
-            (recv_window_ms + settings.future_tolerance_ms) / 1000.0,
+            (recv_window_ms + self._future_ms) / 1000.0,
         )
         if (rule.scope is not None and rule.scope not in rec.scopes) or (
             rule.symbol_restricted and rec.restrictions.symbols
@@ -328,9 +331,9 @@ class Authenticator:
     ) -> AuthContext:
         """The whole Binance-dialect pipeline, for any key: a cache miss loads it, and a gate that
         does I/O (Redis) is awaited."""
-        hot = self.hot_key(api_key_header)
-        if hot is not None:
-            return self.authenticate_binance_now(method, raw_query, raw_body, hot, client_ip, rule)
+        ctx = self.authenticate_binance_cached(method, raw_query, raw_body, api_key_header, client_ip, rule)
+        if ctx is not None:
+            return ctx
         ip_key = client_ip or "-"
         gate = self.gate
         if (left := gate.locked_out(ip_key)) > 0:

@@ -8,6 +8,7 @@ key schedule) or the Ed25519 verify key. Its repr shows no secret material.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 
 from nacl.bindings import crypto_sign_open
@@ -77,6 +78,13 @@ class KeyRecord:
     idle_s: float | None = None
     created_ts: float = 0.0
     last_used_ts: float | None = None
+    # Derived: before this epoch second an active key with a credential is usable, leaving only the
+    # idle check (-inf if the key is not active or has no credential, +inf if it never expires).
+    usable_until: float = field(init=False, default=-math.inf)
+
+    def __post_init__(self) -> None:
+        if self.status == "active" and self.verifiers:
+            object.__setattr__(self, "usable_until", math.inf if self.expires_ts is None else self.expires_ts)
 
     def __repr__(self) -> str:
         return f"KeyRecord(public_id={self.public_id[:12]!r}…, type={self.key_type}, status={self.status})"
