@@ -9,8 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keyplane.apps.common import data_file, err, fail, handled, out, profile_store, warn
-from keyplane.apps.tax import csvimport, report
-from keyplane.apps.tax.engine import compute
+from keyplane.apps.tax import csvimport, report, reporter
 from keyplane.apps.tax.ledger import Ledger
 from keyplane.apps.tax.pools import METHODS
 from keyplane.apps.tax.sync import Syncer
@@ -108,19 +107,20 @@ def report_cmd(
     method = method.lower()
     if method not in METHODS:
         fail(f"unknown tax method {method!r} (use one of: {', '.join(METHODS)})")
-    ledger = _ledger(ledger_path)
-    try:
-        result = compute(ledger.trades(), ledger.transfers(), method=method, quote=quote, long_term_days=long_term_days)
-    finally:
-        ledger.close()
-    rows = report.in_year(result.disposals, year)
-    summary_path, summary = report.write(out_file, rows)
-    table = Table("asset", "short gain", "long gain", "total gain", title=f"Realised gains ({method}, {result.quote})")
-    for s in summary:
+    done = reporter.make(
+        ledger_path or data_file("ledger.sqlite"),
+        out_file,
+        method=method,
+        quote=quote,
+        long_term_days=long_term_days,
+        year=year,
+    )
+    table = Table("asset", "short gain", "long gain", "total gain", title=f"Realised gains ({method}, {done.quote})")
+    for s in done.summary:
         table.add_row(s.asset, report.num(s.short_gain), report.num(s.long_gain), report.num(s.total_gain))
     out.print(table)
-    for w in result.warnings[:20]:
+    for w in done.warnings[:20]:
         warn(w)
-    if len(result.warnings) > 20:
-        warn(f"... and {len(result.warnings) - 20} more warnings")
-    out.print(f"wrote {len(rows)} disposal(s) to {out_file} and the summary to {summary_path}")
+    if len(done.warnings) > 20:
+        warn(f"... and {len(done.warnings) - 20} more warnings")
+    out.print(f"wrote {done.rows} disposal(s) to {out_file} and the summary to {done.summary_path}")

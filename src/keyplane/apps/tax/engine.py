@@ -67,6 +67,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     holdings: dict[str, Decimal] = field(default_factory=dict)
     own_transfers: int = 0
+    scale: int = 0  # 0: figures are Decimal; else scaled integers (``scaled.py``)
 
 
 def match_transfers(transfers: Iterable[Transfer]) -> dict[tuple[str, str, str], tuple[str, str, str]]:

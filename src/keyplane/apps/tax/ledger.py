@@ -1,8 +1,16 @@
 """The local ledger: a SQLite file of trades, deposits and withdrawals, plus sync cursors.
 
 Rows are keyed by (account, id), so storing the same trade twice is a no-op: a sync can be run
-again, or resumed after an interruption, without duplicates. Amounts are stored as decimal text and
-read back as ``Decimal``. A page of rows and the cursor that follows it commit in one transaction.
+again, or resumed after an interruption, without duplicates. A page of rows and the cursor that
+follows it commit in one transaction.
+
+Amounts are stored exactly: as integers counting units of ``10**-SCALE`` (``scaled.SCALE`` = 10
+decimals), so that a report reads them with no decimal parsing, or as decimal text when an amount
+has more decimals or does not fit in 64 bits. ``trades()`` reads them back as ``Decimal`` (without
+trailing zeros: ``1.50`` is stored and read back as ``1.5``), ``scaled_trades()`` as integers.
+
+The file's format is ``PRAGMA user_version`` (``SCHEMA_VERSION``). Opening a ledger of an earlier
+format upgrades it in place, in one transaction.
 """
 
 from __future__ import annotations
@@ -10,33 +18,89 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from itertools import repeat
 from pathlib import Path
 
+from keyplane.apps.tax.engine import TaxError
 from keyplane.apps.tax.model import Trade, Transfer
+from keyplane.apps.tax.scaled import SCALE, Row, TransferRow, to_decimal
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS trades (
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the first format (amounts as decimal text)
+WIDE = "typeof(amount)='text' OR typeof(cost)='text' OR typeof(fee)='text' OR typeof(fee_value)='text'"
+WIDE_TRANSFERS = "typeof(amount)='text' OR typeof(fee)='text'"
+
+# Amount columns have no declared type, so SQLite keeps what is stored: an INTEGER (the amount
+# in units of 10**-SCALE) or, for an amount that is not a whole number of such units or does not
+# fit in 64 bits, its exact decimal TEXT. The partial indexes list the rows with any TEXT amount,
+# so a report knows at once whether the whole ledger is in integers.
+TABLES = """
+CREATE TABLE IF NOT EXISTS {trades} (
     source TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL,
-    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), amount TEXT NOT NULL, cost TEXT NOT NULL,
-    fee TEXT NOT NULL DEFAULT '0', fee_asset TEXT, fee_value TEXT, order_id TEXT,
+    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), amount NOT NULL, cost NOT NULL,
+    fee NOT NULL DEFAULT 0, fee_asset TEXT, fee_value, order_id TEXT,
     PRIMARY KEY (source, id)
 );
-CREATE INDEX IF NOT EXISTS trades_ts ON trades (ts);
-CREATE TABLE IF NOT EXISTS transfers (
+CREATE TABLE IF NOT EXISTS {transfers} (
     source TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdrawal')), id TEXT NOT NULL,
-    ts INTEGER NOT NULL, asset TEXT NOT NULL, amount TEXT NOT NULL, fee TEXT NOT NULL DEFAULT '0',
+    ts INTEGER NOT NULL, asset TEXT NOT NULL, amount NOT NULL, fee NOT NULL DEFAULT 0,
     txid TEXT, address TEXT,
     PRIMARY KEY (source, kind, id)
 );
+"""
+INDEXES = f"""
+CREATE INDEX IF NOT EXISTS trades_ts ON trades (ts);
+CREATE INDEX IF NOT EXISTS trades_wide ON trades (ts) WHERE {WIDE};
+CREATE INDEX IF NOT EXISTS transfers_wide ON transfers (ts) WHERE {WIDE_TRANSFERS};
 CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, stream TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (source, stream)
 );
 """
+_INT64 = 1 << 63
+MAX_DIGITS = 40  # digits before the point of the largest amount the integer engine takes
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # scaleb in it never rounds
 
 
-def _d(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
+class NotScaled(Exception):
+    """The ledger holds an amount with more than ``SCALE`` decimals: no scaled-integer report."""
+
+
+def store(d: Decimal) -> int | str:
+    """An amount as stored: scaled ``int`` when exact and within 64 bits, else its decimal text."""
+    if not d.is_finite():
+        raise ValueError(f"not a finite amount: {d}")
+    n = scaled(d)
+    return n if n is not None and -_INT64 <= n < _INT64 else str(d)
+
+
+def scaled(d: Decimal) -> int | None:
+    """``d`` in units of ``10**-SCALE``, or None if it has more decimals than that, or is
+    ``10**MAX_DIGITS`` or more (the ``Decimal`` engine takes such a ledger)."""
+    if not d:
+        return 0
+    if not d.is_finite() or d.adjusted() >= MAX_DIGITS:
+        return None
+    q = d.scaleb(SCALE, _EXACT)
+    n = int(q)
+    return n if n == q else None
+
+
+def amount(value: int | str) -> Decimal:
+    """A stored amount as an exact ``Decimal``, without trailing zeros."""
+    return Decimal(value) if type(value) is str else to_decimal(int(value))
+
+
+def _scaled_text(value: int | str | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    n = scaled(Decimal(value))
+    if n is None:
+        raise NotScaled(value)
+    return n
+
+
+def _migrate_text(value: str | None) -> int | str | None:
+    return None if value is None else store(Decimal(value))
 
 
 class Ledger:
@@ -46,8 +110,60 @@ class Ledger:
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
         self._depth = 0
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        """Create the tables, or bring a ledger of an earlier format up to date: in one transaction,
+        so that an interrupted upgrade leaves the file as it was."""
+        if self._version() == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            version = self._version()  # again, under the write lock: another process may have done it
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise TaxError(
+                    f"{self.path}: the ledger's format ({version}) is newer than this keyplane's "
+                    f"({SCHEMA_VERSION}); upgrade keyplane to read it"
+                )
+            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trades'").fetchone()
+            if exists:
+                self._migrate_from_text()
+            else:
+                self._run_script(TABLES.format(trades="trades", transfers="transfers"))
+            self._run_script(INDEXES)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _run_script(self, script: str) -> None:
+        # ``executescript`` would commit the open transaction first: one statement at a time instead.
+        for statement in script.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+
+    def _migrate_from_text(self) -> None:
+        """Format 0 stored every amount as decimal text: copy the rows into the current tables,
+        amounts converted by ``store``, in their order (rowid breaks ties between equal times)."""
+        self._db.create_function("kp_store", 1, _migrate_text, deterministic=True)
+        self._run_script(TABLES.format(trades="trades_new", transfers="transfers_new"))
+        self._db.execute(
+            "INSERT INTO trades_new SELECT source, id, ts, base, quote, side, kp_store(amount), kp_store(cost), "
+            "kp_store(fee), fee_asset, kp_store(fee_value), order_id FROM trades ORDER BY rowid"
+        )
+        self._db.execute(
+            "INSERT INTO transfers_new SELECT source, kind, id, ts, asset, kp_store(amount), kp_store(fee), "
+            "txid, address FROM transfers ORDER BY rowid"
+        )
+        for table in ("trades", "transfers"):
+            self._db.execute(f"DROP TABLE {table}")
+            self._db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
 
     def close(self) -> None:
         self._db.close()
@@ -90,11 +206,11 @@ class Ledger:
                 t.base,
                 t.quote,
                 t.side,
-                str(t.amount),
-                str(t.cost),
-                str(t.fee),
+                store(t.amount),
+                store(t.cost),
+                store(t.fee),
                 t.fee_asset,
-                None if t.fee_value is None else str(t.fee_value),
+                None if t.fee_value is None else store(t.fee_value),
                 t.order_id,
             )
             for t in trades
@@ -106,7 +222,7 @@ class Ledger:
 
     def add_transfers(self, transfers: Iterable[Transfer]) -> int:
         rows = [
-            (t.source, t.kind, t.id, t.ts, t.asset, str(t.amount), str(t.fee), t.txid, t.address) for t in transfers
+            (t.source, t.kind, t.id, t.ts, t.asset, store(t.amount), store(t.fee), t.txid, t.address) for t in transfers
         ]
         with self.transaction():
             before = self._db.total_changes
@@ -125,23 +241,54 @@ class Ledger:
             )
 
     def trades(self) -> Iterator[Trade]:
+        """Every trade in time order, with exact ``Decimal`` amounts."""
         cur = self._db.execute(
             "SELECT source,id,ts,base,quote,side,amount,cost,fee,fee_asset,fee_value,order_id "
             "FROM trades ORDER BY ts, rowid"
         )
-        new, zero, dec = tuple.__new__, Decimal(0), Decimal  # the fast path: a report reads millions
-        for s, i, ts, b, q, side, amount, cost, fee, fa, fv, oid in cur:
-            fee_d = zero if fee == "0" else dec(fee)
-            yield new(
-                Trade, (s, i, ts, b, q, side, dec(amount), dec(cost), fee_d, fa, None if fv is None else dec(fv), oid)
-            )
+        new, dec = tuple.__new__, amount
+        for s, i, ts, b, q, side, a, c, fee, fa, fv, oid in cur:
+            yield new(Trade, (s, i, ts, b, q, side, dec(a), dec(c), dec(fee), fa, None if fv is None else dec(fv), oid))
 
     def transfers(self) -> Iterator[Transfer]:
         cur = self._db.execute(
             "SELECT source,id,kind,ts,asset,amount,fee,txid,address FROM transfers ORDER BY ts, rowid"
         )
-        for s, i, kind, ts, asset, amount, fee, txid, addr in cur:
-            yield Transfer(s, i, kind, ts, asset, Decimal(amount), Decimal(fee), txid, addr)
+        for s, i, kind, ts, asset, a, fee, txid, addr in cur:
+            yield Transfer(s, i, kind, ts, asset, amount(a), amount(fee), txid, addr)
+
+    def scaled_trades(self) -> list[Row]:
+        """Every trade in time order, amounts in units of ``10**-SCALE``, as ``scaled.Row``s.
+
+        Raises ``NotScaled`` if an amount has more decimals than that (``trades()`` reads it)."""
+        cur = self._db.execute(
+            "SELECT source, source || ':trade:' || id, ts, base, quote, side, amount, cost, fee, fee_asset, fee_value "
+            "FROM trades ORDER BY ts, rowid"
+        )
+        new = tuple.__new__
+        if self._db.execute(f"SELECT 1 FROM trades WHERE {WIDE} LIMIT 1").fetchone() is None:
+            return list(map(new, repeat(Row), cur.fetchall()))  # type: ignore[arg-type]  # all in C
+        f = _scaled_text
+        return [new(Row, (*r[:6], f(r[6]), f(r[7]), f(r[8]), r[9], f(r[10]))) for r in cur]  # type: ignore[misc]
+
+    def scaled_transfers(self) -> list[TransferRow]:
+        """``transfers()`` as ``scaled.TransferRow``s; raises ``NotScaled`` as ``scaled_trades``."""
+        cur = self._db.execute(
+            "SELECT source,id,kind,ts,asset,amount,fee,txid,address FROM transfers ORDER BY ts, rowid"
+        )
+        f = _scaled_text
+        return [TransferRow(s, i, k, ts, a, f(am), f(fee), tx, ad) for s, i, k, ts, a, am, fee, tx, ad in cur]  # type: ignore[arg-type]
+
+    def only_usual_trades(self, quote: str) -> bool:
+        """Whether every event takes the engine's usual path (``scaled.ScaledEngine.trade``): no
+        transfers, and only trades against ``quote`` with their fee, if any, in their base or
+        ``quote``. Such a ledger never reads a price, so an asset's pool needs only its own trades."""
+        usual = (
+            "quote = :q AND base != :q AND amount != 0 AND cost != 0 AND fee_value IS NULL"
+            " AND (fee_asset IS NULL OR fee_asset = :q OR fee_asset = base)"
+        )
+        other = self._db.execute(f"SELECT 1 FROM trades WHERE NOT ({usual}) LIMIT 1", {"q": quote}).fetchone()
+        return other is None and self._db.execute("SELECT 1 FROM transfers LIMIT 1").fetchone() is None
 
     def counts(self) -> dict[str, int]:
         out = {"trades": int(self._db.execute("SELECT count(*) FROM trades").fetchone()[0])}

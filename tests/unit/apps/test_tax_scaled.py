@@ -1,0 +1,326 @@
+"""The scaled-integer report against the ``Decimal`` engine: same figures for every method, the
+ledger's storage of amounts, the upgrade of ledgers of the first format, and the two-process
+report against the one-process one."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keyplane.apps.tax import report, reporter, scaled
+from keyplane.apps.tax.engine import TaxError, compute
+from keyplane.apps.tax.ledger import SCHEMA_VERSION, Ledger, amount, store
+from keyplane.apps.tax.model import Trade, Transfer
+from keyplane.apps.tax.pools import METHODS
+
+T0 = 1_700_000_000_000
+
+
+def money(places: int, low: str = "0.0001", high: str = "5000") -> st.SearchStrategy[D]:
+    return st.decimals(min_value=D(low), max_value=D(high), places=places, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def histories(draw: st.DrawFn, max_places: int = 10) -> tuple[list[Trade], list[Transfer]]:
+    """Trades in BTC, ETH and BNB against USDT, some ETH/BTC, fees in any asset (with or without a
+    known value), and deposits and withdrawals between two accounts, some of them matching."""
+    places = st.integers(min_value=0, max_value=max_places)
+    trades, transfers = [], []
+    ts = T0
+    for i in range(draw(st.integers(min_value=1, max_value=30))):
+        ts += draw(st.integers(min_value=0, max_value=200 * 86_400_000))
+        source = draw(st.sampled_from(["a", "b"]))
+        if draw(st.integers(0, 9)) == 0:  # a deposit or a withdrawal
+            asset = draw(st.sampled_from(["BTC", "ETH", "USDT"]))
+            qty = draw(money(draw(places), high="20"))
+            kind = draw(st.sampled_from(["deposit", "withdrawal"]))
+            fee = draw(st.sampled_from([D(0), D("0.0005")])) if kind == "withdrawal" else D(0)
+            txid = draw(st.sampled_from([None, "tx1", "tx2"]))
+            transfers.append(Transfer(source, f"t{i}", kind, ts, asset, qty, fee, txid, None))
+            continue
+        base, quote = draw(st.sampled_from([("BTC", "USDT"), ("ETH", "USDT"), ("BNB", "USDT"), ("ETH", "BTC")]))
+        qty = draw(money(draw(places), high="50"))
+        cost = draw(money(draw(places), low="0", high="100000"))
+        fee_asset = draw(st.sampled_from([None, base, quote, "BNB"]))
+        fee = D(0) if fee_asset is None else draw(money(draw(places), high="1"))
+        fee_value = draw(st.sampled_from([None, D("0.37")])) if fee_asset == "BNB" else None
+        side = draw(st.sampled_from(["buy", "sell"]))
+        trades.append(Trade(source, str(i), ts, base, quote, side, qty, cost, fee, fee_asset, fee_value))
+    return trades, transfers
+
+
+def rows(trades: list[Trade], transfers: list[Transfer]) -> tuple[list[scaled.Row], list[scaled.TransferRow]]:
+    def s(d: D | None) -> int | None:
+        return None if d is None else store(d)  # type: ignore[return-value]
+
+    r = [
+        scaled.Row(
+            t.source, f"{t.source}:trade:{t.id}", *t[2:6], s(t.amount), s(t.cost), s(t.fee), t.fee_asset, s(t.fee_value)
+        )
+        for t in trades
+    ]  # type: ignore[arg-type]
+    x = [scaled.TransferRow(*t[:5], s(t.amount), s(t.fee), t.txid, t.address) for t in transfers]  # type: ignore[arg-type]
+    return r, x
+
+
+def dec(n: int) -> D:
+    return scaled.to_decimal(n)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories())
+def test_scaled_engine_gives_the_decimal_engines_figures(
+    method: str, history: tuple[list[Trade], list[Transfer]]
+) -> None:
+    trades, transfers = history
+    want = compute(trades, transfers, method=method)
+    got = scaled.compute(*rows(trades, transfers), method=method)
+    assert len(got.disposals) == len(want.disposals)
+    for g, w in zip(got.disposals, want.disposals, strict=True):
+        assert (g.ts, g.asset, g.term, g.kind, g.source, g.ref, g.held_days) == (
+            w.ts, w.asset, w.term, w.kind, w.source, w.ref, w.held_days
+        )  # fmt: skip
+        assert [dec(v) for v in (g.amount, g.proceeds, g.cost, g.gain)] == [w.amount, w.proceeds, w.cost, w.gain]  # type: ignore[arg-type]
+        assert [(p.lot_id, p.acquired_ts, dec(p.amount), dec(p.cost)) for p in g.lots] == [  # type: ignore[arg-type]
+            (p.lot_id, p.acquired_ts, p.amount, p.cost) for p in w.lots
+        ]
+    assert {a: dec(v) for a, v in got.holdings.items()} == want.holdings  # type: ignore[arg-type]
+    # Warnings name the same events; their amounts are written without trailing zeros.
+    assert [x.split(":")[:3] for x in got.warnings] == [x.split(":")[:3] for x in want.warnings]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.decimals(allow_nan=False, allow_infinity=False, min_value=D("-1e30"), max_value=D("1e30"))
+    | st.decimals(allow_nan=False, allow_infinity=False, places=18, min_value=0, max_value=100)
+)
+def test_every_amount_round_trips_exactly(value: D) -> None:
+    stored = store(value)
+    assert amount(stored) == value
+    if isinstance(stored, int):
+        assert -(2**63) <= stored < 2**63 and scaled.to_decimal(stored) == value
+
+
+def test_amounts_are_integers_when_they_can_be(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite") as lg:
+        lg.add_trades(
+            [
+                Trade("a", "1", T0, "BTC", "USDT", "buy", D("0.50000000"), D("30000.12"), D("0.0005"), "BTC"),
+                Trade("a", "2", T0, "ETH", "USDT", "buy", D("1.000000000000000001"), D("2000"), D(0), None),
+                Trade("a", "3", T0, "SHIB", "USDT", "buy", D("9000000000000"), D("12.5"), D(0), None),
+            ]
+        )
+        types = lg._db.execute("SELECT typeof(amount), typeof(cost), typeof(fee) FROM trades ORDER BY id").fetchall()
+        assert types == [("integer",) * 3, ("text", "integer", "integer"), ("text", "integer", "integer")]
+        assert [t.amount for t in lg.trades()] == [D("0.5"), D("1.000000000000000001"), D("9000000000000")]
+
+
+def _v0_ledger(path: Path) -> None:
+    """A ledger as the first format wrote it: amounts as text."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE trades (
+            source TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL,
+            side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), amount TEXT NOT NULL, cost TEXT NOT NULL,
+            fee TEXT NOT NULL DEFAULT '0', fee_asset TEXT, fee_value TEXT, order_id TEXT,
+            PRIMARY KEY (source, id)
+        );
+        CREATE INDEX trades_ts ON trades (ts);
+        CREATE TABLE transfers (
+            source TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdrawal')), id TEXT NOT NULL,
+            ts INTEGER NOT NULL, asset TEXT NOT NULL, amount TEXT NOT NULL, fee TEXT NOT NULL DEFAULT '0',
+            txid TEXT, address TEXT,
+            PRIMARY KEY (source, kind, id)
+        );
+        CREATE TABLE cursors (
+            source TEXT NOT NULL, stream TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (source, stream)
+        );
+        """
+    )
+    db.executemany(
+        "INSERT INTO trades VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            ("a", "2", T0 + 5, "BTC", "USDT", "sell", "0.25", "15000.5", "0", None, None, None),
+            ("a", "1", T0, "BTC", "USDT", "buy", "1.00000000", "40000", "0.001", "BTC", None, "o1"),
+            ("a", "3", T0 + 5, "ETH", "USDT", "buy", "0.1234567890123", "300", "0.3", "BNB", "0.3", None),
+        ],
+    )
+    db.execute("INSERT INTO transfers VALUES ('a','withdrawal','w1',?,'BTC','0.1','0.0005','tx',NULL)", (T0 + 9,))
+    db.execute("INSERT INTO cursors VALUES ('a','trades:BTC/USDT',?)", (T0 + 5,))
+    db.commit()
+    db.close()
+
+
+def test_a_ledger_of_the_first_format_is_upgraded_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    _v0_ledger(path)
+    with Ledger(path) as lg:
+        assert lg._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        trades = list(lg.trades())
+        assert [(t.id, t.amount, t.cost, t.fee, t.fee_value, t.order_id) for t in trades] == [
+            ("1", D(1), D(40000), D("0.001"), None, "o1"),
+            ("2", D("0.25"), D("15000.5"), D(0), None, None),  # same ms as 3: the older row first
+            ("3", D("0.1234567890123"), D(300), D("0.3"), D("0.3"), None),
+        ]
+        assert [(t.id, t.amount, t.fee) for t in lg.transfers()] == [("w1", D("0.1"), D("0.0005"))]
+        assert lg.cursor("a", "trades:BTC/USDT") == T0 + 5
+        assert lg.add_trades(trades) == 0  # still keyed by (account, id): a sync stays idempotent
+    with Ledger(path) as lg:  # opening again changes nothing
+        assert len(list(lg.trades())) == 3
+    # The 13-decimal amount sends this ledger to the Decimal engine; the report is the same.
+    done = reporter.make(path, tmp_path / "g.csv")
+    with Ledger(path) as lg:
+        want = compute(lg.trades(), lg.transfers())
+    assert done.rows == len(want.disposals) == 2  # the sale, and the BNB fee (none held)
+
+
+def test_an_interrupted_upgrade_leaves_the_ledger_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "old.sqlite"
+    _v0_ledger(path)
+
+    def broken(self: Ledger) -> None:
+        self._db.execute("DROP TABLE transfers")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Ledger, "_migrate_from_text", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        Ledger(path)
+    monkeypatch.undo()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM transfers").fetchone()[0] == 1
+    assert db.execute("SELECT typeof(amount) FROM trades LIMIT 1").fetchone()[0] == "text"
+    db.close()
+    with Ledger(path) as lg:
+        assert len(list(lg.trades())) == 3
+
+
+def _values(path: Path) -> list[list[object]]:
+    """A gains CSV with its figures as Decimal values (the formats may differ in trailing zeros)."""
+    out: list[list[object]] = []
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            lots = [(x.split("@")[0], *x.split("@")[1].split(":")) for x in r["matched_lots"].split("|")]
+            out.append(
+                [r["date"], r["asset"], *(D(r[k]) for k in ("amount", "proceeds", "cost_basis", "gain"))]
+                + [r[k] for k in ("holding_period", "held_days", "kind", "account", "ref")]
+                + [(i, day, D(a), D(c)) for i, day, a, c in lots]
+            )
+    return out
+
+
+def _ledger_of(path: Path, trades: list[Trade], transfers: list[Transfer]) -> None:
+    with Ledger(path) as lg:
+        lg.add_trades(trades)
+        lg.add_transfers(transfers)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories(max_places=12), year=st.sampled_from([None, 2024]))
+def test_two_processes_write_what_one_writes(
+    tmp_path_factory: pytest.TempPathFactory, method: str, history: tuple[list[Trade], list[Transfer]], year: int | None
+) -> None:
+    tmp = tmp_path_factory.mktemp("r")
+    _ledger_of(tmp / "l.sqlite", *history)
+    one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, year=year, parallel_events=10**9)
+    two = reporter.make(tmp / "l.sqlite", tmp / "two.csv", method=method, year=year, parallel_events=1)
+    assert (tmp / "one.csv").read_bytes() == (tmp / "two.csv").read_bytes()
+    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "two.summary.csv").read_bytes()
+    assert (one.rows, one.warnings, one.holdings) == (two.rows, two.warnings, two.holdings)
+    # And the Decimal engine writes the same figures.
+    with Ledger(tmp / "l.sqlite") as lg:
+        want = compute(lg.trades(), lg.transfers(), method=method)
+    report.write(tmp / "dec.csv", report.in_year(want.disposals, year))
+    assert _values(tmp / "one.csv") == _values(tmp / "dec.csv")
+    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "dec.summary.csv").read_bytes()
+    assert one.holdings == want.holdings
+
+
+def test_names_that_need_quoting_are_quoted_by_both_paths(tmp_path: Path) -> None:
+    trades = [
+        Trade('desk, "main"', "1", T0, "BTC", "USDT", "buy", D(1), D(100)),
+        Trade('desk, "main"', "2", T0 + 1, "BTC", "USDT", "sell", D("0.5"), D(80)),
+        Trade("b", "3", T0 + 2, "ETH", "USDT", "sell", D("0.5"), D(80)),
+    ]
+    _ledger_of(tmp_path / "l.sqlite", trades, [])
+    reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
+    reporter.make(tmp_path / "l.sqlite", tmp_path / "two.csv", parallel_events=1)
+    report.write(tmp_path / "dec.csv", compute(trades).disposals)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "dec.csv").read_bytes()
+    assert '"desk, ""main"""' in (tmp_path / "one.csv").read_text()
+
+
+@st.composite
+def usual_trades(draw: st.DrawFn) -> list[Trade]:
+    """Only trades against USDT with the fee, if any, in their base or USDT."""
+    trades = []
+    ts = T0
+    for i in range(draw(st.integers(min_value=1, max_value=40))):
+        ts += draw(st.integers(min_value=0, max_value=100 * 86_400_000))
+        base = draw(st.sampled_from(["BTC", "ETH", "SOL"]))
+        qty = draw(money(draw(st.integers(0, 10)), high="50"))
+        cost = draw(money(2, high="100000"))
+        fee_asset = draw(st.sampled_from([None, base, "USDT"]))
+        fee = D(0) if fee_asset is None else draw(money(4, high="1"))
+        side = draw(st.sampled_from(["buy", "sell"]))
+        trades.append(Trade("a", str(i), ts, base, "USDT", side, qty, cost, fee, fee_asset))
+    return trades
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(trades=usual_trades())
+def test_with_only_usual_trades_each_process_walks_its_own_assets(
+    tmp_path_factory: pytest.TempPathFactory, method: str, trades: list[Trade]
+) -> None:
+    tmp = tmp_path_factory.mktemp("u")
+    _ledger_of(tmp / "l.sqlite", trades, [])
+    with Ledger(tmp / "l.sqlite") as lg:
+        assert lg.only_usual_trades("USDT")
+    one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, parallel_events=10**9)
+    two = reporter.make(tmp / "l.sqlite", tmp / "two.csv", method=method, parallel_events=1)
+    assert (tmp / "one.csv").read_bytes() == (tmp / "two.csv").read_bytes()
+    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "two.summary.csv").read_bytes()
+    assert (one.warnings, one.holdings) == (two.warnings, two.holdings)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB"),  # a third-asset fee
+        Trade("a", "x", T0, "ETH", "BTC", "buy", D(1), D("0.05")),  # crypto to crypto
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(0)),  # nothing paid
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "ETH", D("0.5")),  # a fee value
+        Transfer("a", "x", "deposit", T0, "ETH", D(1)),
+    ],
+)
+def test_anything_that_reads_a_price_is_not_usual(tmp_path: Path, extra: Trade | Transfer) -> None:
+    with Ledger(tmp_path / "l.sqlite") as lg:
+        lg.add_trades([Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100), D("0.1"), "USDT")])
+        assert lg.only_usual_trades("USDT")
+        if isinstance(extra, Trade):
+            lg.add_trades([extra])
+        else:
+            lg.add_transfers([extra])
+        assert not lg.only_usual_trades("USDT")
+
+
+def test_a_ledger_of_a_newer_format_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    Ledger(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(TaxError, match="newer than this keyplane"):
+        Ledger(path)
