@@ -84,6 +84,15 @@ async def _run(
     return sum(statuses.values()), elapsed, statuses
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """The server process's CPU time (user + system), from /proc on Linux; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--orders", type=int, default=20000)
@@ -138,12 +147,17 @@ def main() -> None:
                     params = {"symbol": "BTCUSDT", "side": side, "type": "LIMIT", "timeInForce": "GTC", "price": price,
                               "quantity": "0.001", "newClientOrderId": f"bench-{series}-{i}"}  # fmt: skip
                     reqs.append(partial(_request, port, key, secret, params))
+                cpu0 = _cpu_seconds(proc.pid)
                 done, seconds, statuses = asyncio.run(_run(port, reqs, args.connections, args.max_seconds))
+                cpu1 = _cpu_seconds(proc.pid)
                 if set(statuses) != {200}:
                     raise SystemExit(f"{series}: non-200 responses {statuses}")
                 if series != "warmup":
                     out[f"{series}_orders"] = done
                     out[f"{series}_orders_per_s"] = round(done / seconds, 1)
+                    if cpu0 is not None and cpu1 is not None:
+                        # Server CPU per order: steadier than orders/s on a shared machine.
+                        out[f"{series}_server_cpu_us_per_order"] = round((cpu1 - cpu0) / done * 1e6, 1)
         finally:
             proc.terminate()
             proc.wait(10)

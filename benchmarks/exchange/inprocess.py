@@ -9,7 +9,9 @@ PostgreSQL database given. For each depth, the book is first filled with that ma
 - ``rest``: a limit bid that rests inside the book (insert into the index);
 - ``cross``: a limit ask that takes the best bid (one fill: trade, fills, maker update, ledger);
 - ``sweep``: a market sell that takes the 10 best bids (ten fills in one transaction); each round
-  puts the ten levels back with resting bids, whose cost (the ``rest`` median) is subtracted.
+  puts the ten levels back with resting bids, whose cost (the ``rest`` median) is subtracted;
+- ``rest_batch``: the ``rest`` order, placed 16 at a time with ``OrderService.place_batch`` (group
+  commit: one transaction, one SAVEPOINT per order), as ``keyplane serve`` does on SQLite.
 
 Prints JSON: microseconds per order (median of 3 rounds) per series and depth.
 """
@@ -23,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from keyplane.exchange.orders import Placement
 from keyplane.exchange.params import parse_new_order
 from keyplane.keys.secretbox import encode_master_key, new_master_key
 from keyplane.services import build_services
@@ -52,11 +55,15 @@ def main() -> None:
                 ex.wallet.credit(uid, "USDT", "1000000000")
                 ex.wallet.credit(uid, "BTC", "1000000")
 
-            def order(uid: int, side: str, otype: str, price: str | None, qty: str, ex=ex, m=m) -> None:
+            def new(uid: int, side: str, otype: str, price: str | None, qty: str, m=m) -> Placement:
                 p = {"symbol": "BTCUSDT", "side": side, "type": otype, "quantity": qty}
                 if price is not None:
                     p.update(price=price, timeInForce="GTC")
-                ex.orders.place(uid, parse_new_order(p, m))
+                return Placement(uid, parse_new_order(p, m))
+
+            def order(uid: int, side: str, otype: str, price: str | None, qty: str, ex=ex) -> None:
+                req = new(uid, side, otype, price, qty)
+                ex.orders.place(req.user_id, req.order)
 
             deadline = time.monotonic() + args.max_seconds
             t0 = time.perf_counter()
@@ -65,12 +72,17 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"filling {depth} orders took over {args.max_seconds}s")
             fill_s = time.perf_counter() - t0
-            series: dict[str, list[float]] = {"rest": [], "cross": [], "sweep": []}
+            series: dict[str, list[float]] = {"rest": [], "cross": [], "sweep": [], "rest_batch": []}
             for _ in range(3):
                 for name, values in series.items():
                     n = args.orders if name != "sweep" else max(args.orders // 10, 10)
                     start = time.perf_counter()
-                    for i in range(n):
+                    if name == "rest_batch":
+                        for b in range(0, n, 16):
+                            reqs = [new(maker, "BUY", "LIMIT", f"{5000 + (i % 1000) / 100:.2f}", "0.001")
+                                    for i in range(b, min(b + 16, n))]  # fmt: skip
+                            ex.orders.place_batch(reqs)
+                    for i in range(n if name != "rest_batch" else 0):
                         if name == "rest":
                             order(maker, "BUY", "LIMIT", f"{5000 + (i % 1000) / 100:.2f}", "0.001")
                         elif name == "cross":

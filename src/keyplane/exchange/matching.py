@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from keyplane.exchange.markets import Market
 
+# The first read is small (most takers fill against one or two orders); later ones are larger.
+FIRST_BATCH = 8
 BATCH = 64
 
 
@@ -51,9 +53,10 @@ class Plan:
     stopped: str | None = None
 
 
-# fetch(after) returns the next batch of resting orders on the opposite side, best first, strictly
-# after ``after`` = (sort_key, order_id), or from the top when ``after`` is None.
-Fetch = Callable[[tuple[int, int] | None], Sequence[Resting]]
+# fetch(after, n) returns the next (at most n) resting orders on the opposite side, best first,
+# strictly after ``after`` = (sort_key, order_id), or from the top when ``after`` is None. It may
+# leave out orders that cannot cross the taker's limit: fewer than n rows means none is left.
+Fetch = Callable[[tuple[int, int] | None, int], Sequence[Resting]]
 
 
 def crosses(side: str, limit: int | None, maker_price: int) -> bool:
@@ -65,8 +68,9 @@ def crosses(side: str, limit: int | None, maker_price: int) -> bool:
 def plan(market: Market, taker: Taker, fetch: Fetch) -> Plan:
     out = Plan()
     after: tuple[int, int] | None = None
+    n = FIRST_BATCH
     while True:
-        batch = fetch(after)
+        batch = fetch(after, n)
         for maker in batch:
             if not crosses(taker.side, taker.limit, maker.price):
                 return out
@@ -90,7 +94,8 @@ def plan(market: Market, taker: Taker, fetch: Fetch) -> Plan:
             if taker.qty is None and qty < maker.remaining:
                 out.stopped = "budget"  # what is left buys less than one step at the best price
                 return out
-        if len(batch) < BATCH:
+        if len(batch) < n:
             return out
         last = batch[-1]
         after = (last.sort_key, last.order_id)
+        n = BATCH

@@ -5,6 +5,10 @@ its fills (trades, both sides' fills, maker order and book updates), every balan
 ledger entry commit together or not at all. Matching holds the market's lock for the whole
 transaction: ``SELECT ... FOR UPDATE`` on the market row on PostgreSQL; on SQLite the write
 transaction itself (``BEGIN IMMEDIATE``) already serialises writers across processes.
+
+:meth:`OrderService.place_batch` places several orders in one transaction, each under a SAVEPOINT,
+so that one commit serves them all (group commit, see :mod:`keyplane.exchange.batching`): an order
+refused for a business reason rolls back to its savepoint alone, and a failed commit applies none.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from decimal import Decimal
 from sqlalchemy import exc, text
 from sqlalchemy.engine import Connection
 
-from keyplane.db import Database
+from keyplane.db import UNAVAILABLE_ERRORS, Database
 from keyplane.exchange import ledger as L
 from keyplane.exchange.errors import (
     CancelRejected,
@@ -28,23 +32,30 @@ from keyplane.exchange.errors import (
     WouldTakeLiquidity,
 )
 from keyplane.exchange.markets import Market, plain
-from keyplane.exchange.matching import BATCH, Fill, Plan, Resting, Taker, plan
+from keyplane.exchange.matching import Fill, Plan, Resting, Taker, plan
 from keyplane.exchange.params import NewOrder, check_notional
 from keyplane.exchange.sql import Raw, write
 from keyplane.keys.format import mask
 
 OPEN = ("NEW", "PARTIALLY_FILLED")
 
+# The opposite side, best first, only as far as the taker's limit reaches (``sort_key <= :lim``):
+# an order that does not cross reads no row at all.
 _BOOK_TOP = (
     "SELECT order_id, user_id, price, remaining, sort_key FROM ex_book WHERE symbol = :s AND side = :side "
-    "ORDER BY sort_key, order_id LIMIT :n"
+    "AND sort_key <= :lim ORDER BY sort_key, order_id LIMIT :n"
 )
 _BOOK_AFTER = (
     "SELECT order_id, user_id, price, remaining, sort_key FROM ex_book WHERE symbol = :s AND side = :side "
-    "AND (sort_key > :k OR (sort_key = :k AND order_id > :o)) ORDER BY sort_key, order_id LIMIT :n"
+    "AND sort_key <= :lim AND (sort_key > :k OR (sort_key = :k AND order_id > :o)) ORDER BY sort_key, order_id "
+    "LIMIT :n"
 )
+_NO_LIMIT = 2**62  # a sort key above any price: a market order reaches the whole side
 _LOCK_MARKET = "SELECT trade_seq FROM ex_markets WHERE symbol = :s FOR UPDATE"
 _READ_SEQ = "SELECT trade_seq FROM ex_markets WHERE symbol = :s"
+_SAVEPOINT = "SAVEPOINT kp_order"
+_ROLLBACK_TO = "ROLLBACK TO SAVEPOINT kp_order"
+_RELEASE = "RELEASE SAVEPOINT kp_order"
 _SET_SEQ = "UPDATE ex_markets SET trade_seq = :q WHERE symbol = :s"
 _AVAILABLE = "SELECT available FROM ex_balances WHERE user_id = :u AND asset = :a"
 _MAKER_ORDER = (
@@ -72,6 +83,16 @@ _INSERT_FILL = (
     "commission_asset, ts) VALUES (:user_id, :symbol, :trade_id, :order_id, :is_buyer, :is_maker, :price, :qty, "
     ":quote_qty, :commission, :commission_asset, :ts)"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One order to place: what :meth:`OrderService.place` takes, as one value for a batch."""
+
+    user_id: int
+    order: NewOrder
+    key_id: str | None = None
+    max_notional: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -138,99 +159,137 @@ class OrderService:
     def place(
         self, user_id: int, order: NewOrder, *, key_id: str | None = None, max_notional: Decimal | None = None
     ) -> OrderView:
-        market = order.market
+        """Place one order in a transaction of its own; raises an ExchangeError if it is refused."""
         with write(self.db) as db:
-            now = int(self.clock() * 1000)
-            seq = self._lock_market(db, market.symbol)
-            taker = Taker(user_id, order.side, order.limit, order.qty, order.quote_qty or None, order.stp)
-            opposite = "SELL" if order.side == "BUY" else "BUY"
+            seq = self._lock_market(db, order.market.symbol)
+            return self._place(db, Placement(user_id, order, key_id, max_notional), seq)
 
-            def fetch(after: tuple[int, int] | None) -> list[Resting]:
-                if after is None:
-                    rows = db.all(_BOOK_TOP, {"s": market.symbol, "side": opposite, "n": BATCH})
-                else:
-                    args = {"s": market.symbol, "side": opposite, "k": after[0], "o": after[1], "n": BATCH}
-                    rows = db.all(_BOOK_AFTER, args)
-                return [Resting(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    def place_batch(self, batch: Sequence[Placement]) -> list[OrderView | Exception]:
+        """Place several orders, in the given order, in ONE transaction (group commit).
 
-            p = plan(market, taker, fetch)
-            if order.type == "LIMIT_MAKER" and p.fills:
-                raise WouldTakeLiquidity()
-            if order.tif == "FOK" and p.qty < (order.qty or 0):
-                p = Plan(stopped=p.stopped or "fok")
-            if order.type == "MARKET" and order.qty is not None and p.fills:
-                check_notional(market, market.notional(order.qty, p.fills[0].maker.price))
-            spend_asset = market.quote.name if order.side == "BUY" else market.base.name
-            if order.side == "SELL":
-                reserve = order.qty or 0
-            elif order.type == "MARKET":
-                reserve = order.quote_qty if order.qty is None else p.quote
+        Each order runs inside a SAVEPOINT: an order refused for a business reason (or failing on
+        its own) is rolled back to its savepoint and its exception takes its place in the returned
+        list, while the others stand. Nothing is visible before the single commit; if the database
+        fails (an ``UNAVAILABLE_ERRORS`` error in an order, or the commit itself), the whole
+        transaction rolls back and ``ServiceUnavailable`` is raised for the batch as a whole.
+        """
+        out: list[OrderView | Exception] = []
+        with write(self.db) as db:
+            # On PostgreSQL take every market lock up front, in a fixed order, so that two processes'
+            # batches can never wait on each other's locks (the trade sequence is re-read per order).
+            for symbol in sorted({p.order.market.symbol for p in batch}):
+                self._lock_market(db, symbol)
+            for p in batch:
+                db.execute(_SAVEPOINT)
+                try:
+                    out.append(self._place(db, p, None))
+                except UNAVAILABLE_ERRORS:
+                    raise
+                except Exception as e:  # this order only: undo its writes, keep the batch going
+                    db.execute(_ROLLBACK_TO)
+                    out.append(e)
+                db.execute(_RELEASE)
+        return out
+
+    def _place(self, db: Raw, req: Placement, seq: int | None) -> OrderView:
+        """The placement itself, on ``db``'s transaction (the market already locked). ``seq`` is
+        the market's trade sequence if the lock read it, else None (it is read when needed)."""
+        user_id, order, key_id, max_notional = req.user_id, req.order, req.key_id, req.max_notional
+        market = order.market
+        now = int(self.clock() * 1000)
+        taker = Taker(user_id, order.side, order.limit, order.qty, order.quote_qty or None, order.stp)
+        opposite = "SELL" if order.side == "BUY" else "BUY"
+
+        # Asks cross a bid priced L when price <= L (sort_key = price); bids cross an ask priced L
+        # when price >= L (sort_key = -price <= -L).
+        lim = _NO_LIMIT if order.limit is None else (order.limit if order.side == "BUY" else -order.limit)
+
+        def fetch(after: tuple[int, int] | None, n: int) -> list[Resting]:
+            if after is None:
+                rows = db.all(_BOOK_TOP, {"s": market.symbol, "side": opposite, "lim": lim, "n": n})
             else:
-                reserve = market.notional(order.qty or 0, order.price)
-            self._check_key_limit(market, order, p, max_notional, key_id)
-            have = db.one(_AVAILABLE, {"u": user_id, "a": spend_asset})
-            if (have[0] if have else 0) < reserve:
-                raise InsufficientBalance()
+                args = {"s": market.symbol, "side": opposite, "lim": lim, "k": after[0], "o": after[1], "n": n}
+                rows = db.all(_BOOK_AFTER, args)
+            return [Resting(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-            try:
-                row = db.one(
-                    _INSERT_ORDER,
-                    {
-                        "user_id": user_id, "key_id": key_id, "symbol": market.symbol, "side": order.side,
-                        "type": order.type, "tif": order.tif, "price": order.price, "orig_qty": order.qty or 0,
-                        "orig_quote_qty": order.quote_qty, "client_order_id": order.client_id, "stp": order.stp,
-                        "now": now,
-                    },
-                )  # fmt: skip
-                assert row is not None
-                order_id = int(row[0])
-            except exc.IntegrityError as e:
-                raise DuplicateOrder() from e
+        p = plan(market, taker, fetch)
+        if order.type == "LIMIT_MAKER" and p.fills:
+            raise WouldTakeLiquidity()
+        if order.tif == "FOK" and p.qty < (order.qty or 0):
+            p = Plan(stopped=p.stopped or "fok")
+        if order.type == "MARKET" and order.qty is not None and p.fills:
+            check_notional(market, market.notional(order.qty, p.fills[0].maker.price))
+        spend_asset = market.quote.name if order.side == "BUY" else market.base.name
+        if order.side == "SELL":
+            reserve = order.qty or 0
+        elif order.type == "MARKET":
+            reserve = order.quote_qty if order.qty is None else p.quote
+        else:
+            reserve = market.notional(order.qty or 0, order.price)
+        self._check_key_limit(market, order, p, max_notional, key_id)
+        have = db.one(_AVAILABLE, {"u": user_id, "a": spend_asset})
+        if (have[0] if have else 0) < reserve:
+            raise InsufficientBalance()
 
-            journal = L.Journal(now)
-            ref = f"order:{order_id}"
-            journal.move(ref, spend_asset, L.available(user_id), L.locked(user_id), reserve)
-            view = OrderView(
-                order_id, user_id, market.symbol, order.side, order.type, order.tif, order.price, order.qty or 0,
-                order.quote_qty, 0, 0, "NEW", order.client_id, order.stp, now, now,
+        try:
+            row = db.one(
+                _INSERT_ORDER,
+                {
+                    "user_id": user_id, "key_id": key_id, "symbol": market.symbol, "side": order.side,
+                    "type": order.type, "tif": order.tif, "price": order.price, "orig_qty": order.qty or 0,
+                    "orig_quote_qty": order.quote_qty, "client_order_id": order.client_id, "stp": order.stp,
+                    "now": now,
+                },
             )  # fmt: skip
-            if p.fills:
-                if seq is None:
-                    row = db.one(_READ_SEQ, {"s": market.symbol})
-                    assert row is not None
-                    seq = int(row[0])
-                self._apply_fills(db, journal, market, view, p.fills, seq, now)
-                db.execute(_SET_SEQ, {"q": seq + len(p.fills), "s": market.symbol})
+            assert row is not None
+            order_id = int(row[0])
+        except exc.IntegrityError as e:
+            raise DuplicateOrder() from e
 
-            view.executed_qty, view.cum_quote = p.qty, p.quote
-            remaining = (order.qty or 0) - p.qty
-            held = 0
-            if p.stopped == "stp":
-                view.status = "EXPIRED_IN_MATCH"
-            elif order.qty is None:
-                view.status = "FILLED" if p.stopped == "budget" and p.fills else "EXPIRED"
-            elif remaining == 0:
-                view.status = "FILLED"
-            elif order.type == "MARKET" or order.tif in ("IOC", "FOK"):
-                view.status = "EXPIRED"
-            else:
-                view.status = "PARTIALLY_FILLED" if p.fills else "NEW"
-                held = reservation(market, order.side, order.price, remaining)
-                db.execute(
-                    _INSERT_BOOK,
-                    {
-                        "order_id": order_id, "symbol": market.symbol, "side": order.side,
-                        "sort_key": -order.price if order.side == "BUY" else order.price, "price": order.price,
-                        "remaining": remaining, "user_id": user_id,
-                    },
-                )  # fmt: skip
-            consumed = p.quote if order.side == "BUY" else p.qty
-            journal.move(ref, spend_asset, L.locked(user_id), L.available(user_id), reserve - consumed - held)
-            if view.status != "NEW":
-                args = {"q": p.qty, "c": p.quote, "st": view.status, "t": now, "id": order_id}
-                db.execute(_TAKER_ORDER, args)
-            journal.apply(db)
-            return view
+        journal = L.Journal(now)
+        ref = f"order:{order_id}"
+        journal.move(ref, spend_asset, L.available(user_id), L.locked(user_id), reserve)
+        view = OrderView(
+            order_id, user_id, market.symbol, order.side, order.type, order.tif, order.price, order.qty or 0,
+            order.quote_qty, 0, 0, "NEW", order.client_id, order.stp, now, now,
+        )  # fmt: skip
+        if p.fills:
+            if seq is None:
+                row = db.one(_READ_SEQ, {"s": market.symbol})
+                assert row is not None
+                seq = int(row[0])
+            self._apply_fills(db, journal, market, view, p.fills, seq, now)
+            db.execute(_SET_SEQ, {"q": seq + len(p.fills), "s": market.symbol})
+
+        view.executed_qty, view.cum_quote = p.qty, p.quote
+        remaining = (order.qty or 0) - p.qty
+        held = 0
+        if p.stopped == "stp":
+            view.status = "EXPIRED_IN_MATCH"
+        elif order.qty is None:
+            view.status = "FILLED" if p.stopped == "budget" and p.fills else "EXPIRED"
+        elif remaining == 0:
+            view.status = "FILLED"
+        elif order.type == "MARKET" or order.tif in ("IOC", "FOK"):
+            view.status = "EXPIRED"
+        else:
+            view.status = "PARTIALLY_FILLED" if p.fills else "NEW"
+            held = reservation(market, order.side, order.price, remaining)
+            db.execute(
+                _INSERT_BOOK,
+                {
+                    "order_id": order_id, "symbol": market.symbol, "side": order.side,
+                    "sort_key": -order.price if order.side == "BUY" else order.price, "price": order.price,
+                    "remaining": remaining, "user_id": user_id,
+                },
+            )  # fmt: skip
+        consumed = p.quote if order.side == "BUY" else p.qty
+        journal.move(ref, spend_asset, L.locked(user_id), L.available(user_id), reserve - consumed - held)
+        if view.status != "NEW":
+            args = {"q": p.qty, "c": p.quote, "st": view.status, "t": now, "id": order_id}
+            db.execute(_TAKER_ORDER, args)
+        journal.apply(db)
+        return view
 
     def _check_key_limit(
         self, market: Market, order: NewOrder, p: Plan, max_notional: Decimal | None, key_id: str | None

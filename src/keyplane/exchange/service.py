@@ -12,6 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import text
 
 from keyplane.db import Database
+from keyplane.exchange.batching import GroupCommit
 from keyplane.exchange.errors import UnknownSymbol
 from keyplane.exchange.marketdata import MarketData
 from keyplane.exchange.markets import Asset, Market, load_config
@@ -36,6 +37,7 @@ class ExchangeService:
         self.markets = markets
         self.demo = demo
         self.orders = OrderService(db, markets, clock)
+        self.group_commit = GroupCommit(self.orders)
         self.wallet = WalletService(db, assets, withdraw_step_s, clock)
         self.data = MarketData(db, markets, clock)
         self._ensure_market_rows()

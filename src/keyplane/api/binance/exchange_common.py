@@ -1,7 +1,9 @@
 """What the exchange routes share: reaching the service, running it, and Binance's JSON shapes.
 
 On SQLite a service call runs inline on the event loop: the database serialises writers anyway, and
-a thread hop would cost more than the call. On PostgreSQL it runs in a worker thread.
+a thread hop would cost more than the call; order placements go through the group commit, which
+places the orders of concurrent requests in one transaction (``keyplane.exchange.batching``). On
+PostgreSQL a call runs in a worker thread, and each order keeps a transaction of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from keyplane.errors import ServiceUnavailable
 from keyplane.exchange.markets import Market
-from keyplane.exchange.orders import OrderView
+from keyplane.exchange.orders import OrderView, Placement
 from keyplane.exchange.service import ExchangeService
 
 T = TypeVar("T")
@@ -32,6 +34,15 @@ async def run(ex: ExchangeService, fn: Callable[..., T], *args: Any, **kwargs: A
     if ex.db.is_sqlite:
         return fn(*args, **kwargs)
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def place(ex: ExchangeService, req: Placement) -> OrderView:
+    """Place one order; returns after the transaction that holds it has committed."""
+    if ex.db.is_sqlite:
+        return await ex.group_commit.place(req)
+    return await asyncio.to_thread(
+        ex.orders.place, req.user_id, req.order, key_id=req.key_id, max_notional=req.max_notional
+    )
 
 
 def reply(doc: Any) -> JSONResponse:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from keyplane.api.binance.exchange_common import exchange, order_json, reply, run
+from keyplane.api.binance.exchange_common import exchange, order_json, place, reply, run
 from keyplane.api.deps import signed_context
 from keyplane.auth.routes import signed
 from keyplane.exchange.errors import BadParameter
+from keyplane.exchange.orders import Placement
 from keyplane.exchange.params import int_param, market_of, parse_new_order
 from keyplane.keys.scopes import Scope
 
@@ -31,9 +32,7 @@ async def new_order(request: Request) -> JSONResponse:
     ex = exchange(request)
     order = parse_new_order(ctx.params, ex.markets)
     key = ctx.key
-    view = await run(
-        ex, ex.orders.place, key.user_id, order, key_id=key.public_id, max_notional=key.restrictions.max_notional
-    )
+    view = await place(ex, Placement(key.user_id, order, key.public_id, key.restrictions.max_notional))
     if order.resp_type == "ACK":
         return reply(
             {"symbol": view.symbol, "orderId": view.id, "orderListId": -1, "clientOrderId": view.client_order_id,
