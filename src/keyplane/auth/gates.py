@@ -170,15 +170,23 @@ class MemoryGate:
             key = self._keys[cache_key] = item.key_for(kind, ident)
         return key
 
-    def _count(self, item: limits.RateLimitItem, cost: int, kind: str, ident: str) -> tuple[int, float]:
+    def _incr(self, item: limits.RateLimitItem, cost: int, kind: str, ident: str) -> tuple[str, int]:
+        """(limits' key, the window's count after adding ``cost``)."""
         now = self._clock()
         if now >= self._next_sweep:
             self._next_sweep = now + 1.0
             self.storage.sweep()
         key = self._key(item, kind, ident)
-        used = self.storage.incr(key, item.get_expiry(), amount=cost)
+        return key, self.storage.incr(key, item.get_expiry(), amount=cost)
+
+    def _reset_s(self, key: str) -> float:
+        """Seconds until the counter under ``key`` starts a new window."""
         wall = time.time()
-        return used, self.storage.expirations.get(key, wall) - wall
+        return self.storage.expirations.get(key, wall) - wall
+
+    def _count(self, item: limits.RateLimitItem, cost: int, kind: str, ident: str) -> tuple[int, float]:
+        key, used = self._incr(item, cost, kind, ident)
+        return used, self._reset_s(key)
 
     in_process = True
 
@@ -202,12 +210,13 @@ class MemoryGate:
         if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s):
             raise ReplayDetected("this signed request was already accepted once: sign each request anew")
         p = self.policy
-        used, reset = self._count(p.per_key, rule.weight, "key", key_id)
+        key, used = self._incr(p.per_key, rule.weight, "key", key_id)
+        reset = self._reset_s(key)
         if used > p.per_key.amount:
             raise p.rejection(p.per_key, used, reset, rule, "by this API key")
-        ip_used, ip_reset = self._count(p.per_ip, rule.weight, "ip", client_ip)
+        ip_key, ip_used = self._incr(p.per_ip, rule.weight, "ip", client_ip)
         if ip_used > p.per_ip.amount:
-            raise p.rejection(p.per_ip, ip_used, ip_reset, rule, "from this IP")
+            raise p.rejection(p.per_ip, ip_used, self._reset_s(ip_key), rule, "from this IP")
         return p.admission(used, reset)
 
     async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
