@@ -5,14 +5,16 @@
 Builds a ledger of N trades (buys and sells of several assets against USDT, a quarter of them with
 a fee in the base asset, a quarter in USDT and, with ``--assets 8``, some in BNB), stores it in a
 SQLite ledger file, then times what ``keyplane tax report`` does (``reporter.make``): from opening
-the ledger file to having ``gains.csv`` and its summary written. The CPU time includes that of the
-second process the report may fork. ``--one-process`` keeps the report in one process. Prints JSON.
+the ledger file to having ``gains.csv`` and its summary written. The CPU time includes that of
+every process the report forks (one per asset when no trade reads a price). ``--one-process``
+keeps the report in one process. Prints JSON, with the load average before and after the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import tempfile
@@ -63,8 +65,8 @@ def synthetic(n: int, n_assets: int, seed: int = 1) -> list[Trade]:
 
 
 def _children_cpu() -> float:
-    """CPU seconds of the finished child processes (the report's second writer), which
-    ``time.process_time`` leaves out."""
+    """CPU seconds of the finished child processes (the report's other processes, all joined
+    before ``reporter.make`` returns), which ``time.process_time`` leaves out."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -86,23 +88,26 @@ def main() -> None:
         build = time.perf_counter() - t0
 
         # What ``keyplane tax report`` does: the ledger file in, gains.csv and its summary out.
-        # The CPU time counts the second process's too (``process_time`` leaves it out).
+        # The CPU time counts the other processes' too (``process_time`` leaves them out).
+        load_before = os.getloadavg()[0]
         t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
         parallel = 2**62 if args.one_process else reporter.PARALLEL_EVENTS
         done = reporter.make(path, Path(tmp) / "gains.csv", method=args.method, parallel_events=parallel)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0 + _children_cpu() - k0
+        load_after = os.getloadavg()[0]
 
     print(
         json.dumps(
             {
                 "trades": args.trades,
                 "method": args.method,
-                "processes": 1 if args.one_process else 2,
+                "processes": "one" if args.one_process else "split by asset",
                 "disposal_rows": done.rows,
                 "build_ledger_s": round(build, 2),
                 "report_total_s": round(total, 2),
                 "report_cpu_s": round(cpu, 2),
                 "total_gain": str(done.summary[-1].total_gain),
+                "load_average_1min": f"{load_before:.2f} -> {load_after:.2f}",
             },
             indent=1,
         )

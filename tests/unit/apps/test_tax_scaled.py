@@ -5,6 +5,7 @@ report against the one-process one."""
 from __future__ import annotations
 
 import csv
+import io
 import sqlite3
 from decimal import Decimal as D
 from pathlib import Path
@@ -203,6 +204,19 @@ def test_an_interrupted_upgrade_leaves_the_ledger_as_it_was(tmp_path: Path, monk
         assert len(list(lg.trades())) == 3
 
 
+@settings(max_examples=50, deadline=None)
+@given(history=histories(), method=st.sampled_from(METHODS))
+def test_scaled_lines_are_the_rows_the_csv_module_writes(
+    history: tuple[list[Trade], list[Transfer]], method: str
+) -> None:
+    result = scaled.compute(*rows(*history), method=method)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for d in result.disposals:
+        writer.writerow(report.row_scaled(d))
+    assert "".join(report.scaled_lines(result.disposals)) == buf.getvalue()
+
+
 def _values(path: Path) -> list[list[object]]:
     """A gains CSV with its figures as Decimal values (the formats may differ in trailing zeros)."""
     out: list[list[object]] = []
@@ -262,36 +276,77 @@ def test_names_that_need_quoting_are_quoted_by_both_paths(tmp_path: Path) -> Non
 
 @st.composite
 def usual_trades(draw: st.DrawFn) -> list[Trade]:
-    """Only trades against USDT with the fee, if any, in their base or USDT."""
+    """Only trades of BTC, ETH or SOL against USDT with the fee, if any, in their base or USDT (or
+    a zero fee in BNB), some with nothing paid or a known fee value: no trade reads a price."""
     trades = []
     ts = T0
     for i in range(draw(st.integers(min_value=1, max_value=40))):
         ts += draw(st.integers(min_value=0, max_value=100 * 86_400_000))
         base = draw(st.sampled_from(["BTC", "ETH", "SOL"]))
-        qty = draw(money(draw(st.integers(0, 10)), high="50"))
-        cost = draw(money(2, high="100000"))
-        fee_asset = draw(st.sampled_from([None, base, "USDT"]))
-        fee = D(0) if fee_asset is None else draw(money(4, high="1"))
+        qty = draw(money(draw(st.integers(0, 10)), low="0", high="50"))
+        cost = draw(money(2, low="0", high="100000"))
+        fee_asset = draw(st.sampled_from([None, base, "USDT", "BNB"]))
+        fee = D(0) if fee_asset in (None, "BNB") else draw(money(4, high="1"))
+        fee_value = draw(st.sampled_from([None, None, D("0.37")])) if fee_asset is not None else None
+        if fee and not (qty and cost) and fee_value is None:
+            fee_value = D("0.1")  # a fee on nothing, of unknown value, would read its asset's price
         side = draw(st.sampled_from(["buy", "sell"]))
-        trades.append(Trade("a", str(i), ts, base, "USDT", side, qty, cost, fee, fee_asset))
+        source = draw(st.sampled_from(["a", "b"]))
+        trades.append(Trade(source, str(i), ts, base, "USDT", side, qty, cost, fee, fee_asset, fee_value))
     return trades
 
 
 @pytest.mark.parametrize("method", METHODS)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(trades=usual_trades())
-def test_with_only_usual_trades_each_process_walks_its_own_assets(
-    tmp_path_factory: pytest.TempPathFactory, method: str, trades: list[Trade]
+@given(trades=usual_trades(), stored_in_order=st.booleans(), year=st.sampled_from([None, 2024]))
+def test_with_only_usual_trades_each_process_reads_and_walks_its_own_assets(
+    tmp_path_factory: pytest.TempPathFactory,
+    method: str,
+    trades: list[Trade],
+    stored_in_order: bool,
+    year: int | None,
 ) -> None:
     tmp = tmp_path_factory.mktemp("u")
-    _ledger_of(tmp / "l.sqlite", trades, [])
+    # Stored out of time order (as a sync of several accounts may store them), the ledger's order
+    # is still by time, then by the order of storing.
+    _ledger_of(tmp / "l.sqlite", trades if stored_in_order else trades[::-1], [])
     with Ledger(tmp / "l.sqlite") as lg:
         assert lg.only_usual_trades("USDT")
-    one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, parallel_events=10**9)
-    two = reporter.make(tmp / "l.sqlite", tmp / "two.csv", method=method, parallel_events=1)
-    assert (tmp / "one.csv").read_bytes() == (tmp / "two.csv").read_bytes()
-    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "two.summary.csv").read_bytes()
-    assert (one.warnings, one.holdings) == (two.warnings, two.holdings)
+        plan = reporter._own_plan(lg, "USDT", 1)
+        assert (plan is not None) == (len({t.base for t in trades}) > 1)
+    one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, year=year, parallel_events=10**9)
+    many = reporter.make(tmp / "l.sqlite", tmp / "many.csv", method=method, year=year, parallel_events=1)
+    assert (tmp / "one.csv").read_bytes() == (tmp / "many.csv").read_bytes()
+    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "many.summary.csv").read_bytes()
+    assert (one.rows, one.warnings, one.holdings) == (many.rows, many.warnings, many.holdings)
+    # And the Decimal engine writes the same figures.
+    with Ledger(tmp / "l.sqlite") as lg:
+        want = compute(lg.trades(), lg.transfers(), method=method)
+    report.write(tmp / "dec.csv", report.in_year(want.disposals, year))
+    assert _values(tmp / "many.csv") == _values(tmp / "dec.csv")
+    assert (tmp / "many.summary.csv").read_bytes() == (tmp / "dec.summary.csv").read_bytes()
+    assert many.holdings == want.holdings
+
+
+def test_more_assets_than_processes_are_grouped_by_their_number_of_trades(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trades = [
+        Trade("a", f"{a}{i}", T0 + i, a, "USDT", "buy", D(1), D(10))
+        for a, n in (("BTC", 5), ("ETH", 3), ("SOL", 2), ("ADA", 1))
+        for i in range(n)
+    ]
+    _ledger_of(tmp_path / "l.sqlite", trades, [])
+    monkeypatch.setattr(reporter, "WORKERS", 2)
+    with Ledger(tmp_path / "l.sqlite") as lg:
+        plan = reporter._own_plan(lg, "USDT", 1)
+        assert plan is not None
+        assert sorted(plan.groups) == [("BTC", "ADA"), ("ETH", "SOL")]  # 6 and 5 trades
+        assert reporter._own_plan(lg, "USDT", len(trades) + 1) is None  # too small to split
+    one = reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
+    two = reporter.make(tmp_path / "l.sqlite", tmp_path / "two.csv", parallel_events=1)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    assert one.holdings == two.holdings == {"BTC": D(5), "ETH": D(3), "SOL": D(2), "ADA": D(1)}
 
 
 @pytest.mark.parametrize(
@@ -299,8 +354,9 @@ def test_with_only_usual_trades_each_process_walks_its_own_assets(
     [
         Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB"),  # a third-asset fee
         Trade("a", "x", T0, "ETH", "BTC", "buy", D(1), D("0.05")),  # crypto to crypto
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(0)),  # nothing paid
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "ETH", D("0.5")),  # a fee value
+        Trade("a", "x", T0, "USDT", "ETH", "buy", D(10), D(1)),  # the report currency as the base
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(0), D(0), D("0.01"), "ETH"),  # a fee on nothing
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB", D("0.5")),  # BNB's pool
         Transfer("a", "x", "deposit", T0, "ETH", D(1)),
     ],
 )
@@ -313,6 +369,36 @@ def test_anything_that_reads_a_price_is_not_usual(tmp_path: Path, extra: Trade |
         else:
             lg.add_transfers([extra])
         assert not lg.only_usual_trades("USDT")
+        assert reporter._own_plan(lg, "USDT", 1) is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(0)),  # nothing paid
+        Trade("a", "x", T0, "ETH", "USDT", "sell", D(0), D(5)),  # nothing sold
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "ETH", D("0.5")),  # a fee value
+        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D(0), "BNB"),  # no fee, in a third asset
+    ],
+)
+def test_trades_that_read_no_price_are_usual(tmp_path: Path, extra: Trade) -> None:
+    with Ledger(tmp_path / "l.sqlite") as lg:
+        lg.add_trades([Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100), D("0.1"), "USDT"), extra])
+        assert lg.only_usual_trades("USDT")
+        assert reporter._own_plan(lg, "USDT", 1) is not None
+
+
+def test_a_ledger_with_an_amount_in_decimal_text_is_not_split_by_asset(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite") as lg:
+        lg.add_trades(
+            [
+                Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100)),
+                Trade("a", "2", T0, "ETH", "USDT", "buy", D("1.000000000001"), D(100)),
+            ]
+        )
+        assert lg.only_usual_trades("USDT")
+        assert not lg.all_integers()
+        assert reporter._own_plan(lg, "USDT", 1) is None
 
 
 def test_a_ledger_of_a_newer_format_is_refused_with_one_line(tmp_path: Path) -> None:

@@ -1,12 +1,21 @@
 """``keyplane tax report`` from end to end: the ledger file in, ``gains.csv`` and its summary out.
 
 A ledger in scaled integers (``scaled.py``; the usual case) runs through the integer engine. A
-large one is split over two processes by asset: each asset's pool depends only on the trades,
-fees and transfers of that asset, in order, and on the prices of the other assets (for a fee in a
-third asset or a crypto-to-crypto trade), which every process follows through all the trades. So a
-forked process runs the pools of about half of the assets, and this one the others; both format
-their CSV lines, and this one merges them in the order one engine would have written them (every
-disposal carries the place of its event). The result is byte for byte the single-process one.
+large one is split by asset: each asset's pool depends only on the trades, fees and transfers of
+that asset, in order, and on the prices of the other assets (for a fee in a third asset or a
+crypto-to-crypto trade).
+
+- When no event reads a price (``Ledger.only_usual_trades``: only trades against the report
+  currency with their fees in their base or that currency, the common case), every asset, or group
+  of assets, gets a forked process of its own, which reads only that asset's trades from the
+  ledger, runs its pool and formats its CSV lines (``_workers``). With more processes than cores,
+  the system keeps every core busy to the end even when the assets are of unequal size.
+- Otherwise this process reads the whole ledger, and a forked process runs the pools of about half
+  of the assets, and this one the others; both follow every trade's prices (``_parallel``).
+
+Either way this process merges the lines in the order one engine would have written them (every
+disposal carries the place of its event, or its key of time and storing order): the result is byte
+for byte the single-process one.
 
 A ledger with an amount of more than ``scaled.SCALE`` decimals runs through the ``Decimal``
 engine (``engine.py``), in one process.
@@ -18,19 +27,22 @@ import csv
 import io
 import multiprocessing
 import os
+import sqlite3
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from keyplane.apps.tax import report, scaled
-from keyplane.apps.tax.engine import TaxError, compute, paused_gc
+from keyplane.apps.tax.engine import Result, TaxError, compute, paused_gc
 from keyplane.apps.tax.ledger import Ledger, NotScaled
 
 PARALLEL_EVENTS = 200_000  # from this many trades and transfers, two processes share the work
+WORKERS = 8  # at most this many processes for a ledger in which no event reads a price
 
 
 @dataclass
@@ -71,25 +83,34 @@ def make(
     """Compute the realised gains of the ledger at ``ledger_path`` and write ``out`` and its summary.
 
     Raises ``TaxError`` for an unknown method, ``OSError`` if a file cannot be written."""
+    quote = quote.upper()
     with paused_gc():
         with Ledger(ledger_path) as ledger:
-            try:
-                trades, transfers = ledger.scaled_trades(), ledger.scaled_transfers()
-                own_only = ledger.only_usual_trades(quote.upper())
-            except NotScaled:
-                result = compute(
-                    ledger.trades(), ledger.transfers(), method=method, quote=quote, long_term_days=long_term_days
-                )
-                rows = report.in_year(result.disposals, year)
-                spath, summary = report.write(out, rows)
-                return Report(method, result.quote, len(rows), spath, summary, result.warnings, result.holdings)
-        ordered, pairs = scaled.events(trades, transfers)
-        groups = _split(trades, transfers, quote.upper()) if len(ordered) >= parallel_events else None
-        if groups is None or not _can_fork():
-            part = _part(ordered, pairs, method, quote, long_term_days, year, None)
+            plan = _own_plan(ledger, quote, parallel_events)
+            if plan is None:
+                try:
+                    trades, transfers = ledger.scaled_trades(), ledger.scaled_transfers()
+                    own_only = ledger.only_usual_trades(quote)
+                except NotScaled:
+                    result = compute(
+                        ledger.trades(), ledger.transfers(), method=method, quote=quote, long_term_days=long_term_days
+                    )
+                    rows = report.in_year(result.disposals, year)
+                    spath, summary = report.write(out, rows)
+                    return Report(method, result.quote, len(rows), spath, summary, result.warnings, result.holdings)
+        if plan is not None:  # each asset group read, run and formatted in a process of its own
+            scaled.ScaledEngine(method, quote, long_term_days)  # raises TaxError for an unknown method, before any fork
+            part = _workers(ledger_path, plan, method, quote, long_term_days, year)
         else:
-            part = _parallel(ordered, pairs, method, quote, long_term_days, year, groups, own_only)
-        del ordered, pairs, trades, transfers
+            ordered, pairs = scaled.events(trades, transfers)
+            groups = _split(trades, transfers, quote) if len(ordered) >= parallel_events else None
+            # This split hands the events to the second process through the fork itself: it needs a
+            # process that may fork (see _single_threaded).
+            if groups is None or not _can_fork() or not _single_threaded():
+                part = _part(ordered, pairs, method, quote, long_term_days, year, None)
+            else:
+                part = _parallel(ordered, pairs, method, quote, long_term_days, year, groups, own_only)
+            del ordered, pairs, trades, transfers
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as f:
             csv.writer(f).writerow(report.COLUMNS)
@@ -97,11 +118,133 @@ def make(
         summary = report.summaries(part.sums, scaled.SCALE)
         spath = report.write_summary(out, summary)
         holdings = {a: scaled.to_decimal(v) for a, v in part.holdings.items()}
-        return Report(method, quote.upper(), len(part.lines), spath, summary, part.warnings, holdings)
+        return Report(method, quote, len(part.lines), spath, summary, part.warnings, holdings)
+
+
+@dataclass
+class _Plan:
+    """How ``_workers`` splits a ledger in which no event reads a price: the groups of base assets,
+    one process each, and the key that orders the trades (``Ledger.order_key``)."""
+
+    groups: list[tuple[str, ...]]
+    first: int
+    step: int
+
+
+def _own_plan(ledger: Ledger, quote: str, parallel_events: int) -> _Plan | None:
+    """A ``_Plan`` if the ledger is large, all in integers and ``only_usual_trades``, and this
+    system can fork; else None (the ledger is then read here, in one piece)."""
+    if not _can_fork() or ledger.trade_count() < parallel_events or not ledger.all_integers():
+        return None
+    if not ledger.only_usual_trades(quote):
+        return None
+    key = ledger.order_key()
+    bases = ledger.bases()
+    if key is None or len(bases) < 2:
+        return None
+    if len(bases) <= WORKERS:
+        groups: list[tuple[str, ...]] = [(b,) for b in bases]
+    else:  # the largest first, each to the group with the fewest trades so far
+        counts = ledger.base_counts()
+        bins: list[list[str]] = [[] for _ in range(WORKERS)]
+        loads = [0] * WORKERS
+        for asset, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            i = loads.index(min(loads))
+            bins[i].append(asset)
+            loads[i] += n
+        groups = [tuple(b) for b in bins if b]
+    return _Plan(groups, *key)
+
+
+def _workers(ledger_path: Path, plan: _Plan, method: str, quote: str, long_term_days: int, year: int | None) -> _Part:
+    """Run every group of ``plan`` in a forked process of its own, which reads that group's trades
+    from the ledger, runs their pools and formats their lines; merge the parts in the ledger's
+    order. There are more groups than cores as a rule: the system shares the cores between them,
+    so that unequal groups (five assets over two cores) still keep both cores busy to the end."""
+    ctx = _context()
+    receivers: list[Connection] = []
+    children = []
+    parts: dict[int, _Part | BaseException] = {}
+    try:
+        for group in plan.groups:
+            receive, send = ctx.Pipe(duplex=False)
+            receivers.append(receive)
+            child = ctx.Process(
+                target=_own_child,
+                args=(send, ledger_path, group, plan.first, plan.step, method, quote, long_term_days, year),
+                daemon=True,
+            )
+            child.start()
+            children.append(child)
+            send.close()
+        waiting = dict(enumerate(receivers))
+        ready: list[Any] = wait(receivers)
+        while waiting:  # receive each part as soon as it is ready: a process waits until it is sent
+            for i, receive in list(waiting.items()):
+                if receive not in ready:
+                    continue
+                try:
+                    parts[i] = receive.recv()
+                except EOFError:
+                    parts[i] = OSError(f"a report process ended without a result (exit code {children[i].exitcode})")
+                del waiting[i]
+            ready = wait(list(waiting.values())) if waiting else []
+    finally:
+        for receive in receivers:
+            receive.close()
+        for child in children:
+            child.join()
+    done: list[_Part] = []
+    for i in range(len(plan.groups)):
+        part = parts[i]
+        if isinstance(part, BaseException):
+            raise part
+        done.append(part)
+    return _merge(done)
+
+
+def _own_child(
+    send: Connection,
+    ledger_path: Path,
+    assets: tuple[str, ...],
+    first: int,
+    step: int,
+    method: str,
+    quote: str,
+    long_term_days: int,
+    year: int | None,
+) -> None:
+    try:
+        with Ledger(ledger_path) as ledger:
+            trades = [(a, ledger.own_trades(a, first, step)) for a in assets]
+        engine = scaled.ScaledEngine(method, quote, long_term_days)
+        engine.mine, engine.lead = frozenset(assets), False  # no warning here belongs to no pool
+        part: _Part | BaseException = _finish(engine, scaled.run_own(engine, trades), year)
+    except (TaxError, OSError, ValueError, ArithmeticError, sqlite3.Error) as e:
+        part = e
+    send.send(part)
+    send.close()
 
 
 def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and (os.cpu_count() or 1) > 1
+
+
+def _single_threaded() -> bool:
+    """A fork copies every lock as it is, held or not, but only the forking thread: a lock another
+    thread holds at that moment (SQLite's global mutex, a logging handler's) stays held forever in
+    the child. Forking is safe only when this process runs one thread (``keyplane tax report``)."""
+    return threading.active_count() == 1
+
+
+def _context() -> multiprocessing.context.ForkContext | multiprocessing.context.ForkServerContext:
+    """``fork`` when this process runs one thread: nothing to start, import or pickle. Otherwise
+    ``forkserver``: the children fork from a clean single-threaded server process."""
+    if _single_threaded():
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def _split(trades: list[scaled.Row], transfers: list[scaled.TransferRow], quote: str) -> list[frozenset[str]] | None:
@@ -152,7 +295,7 @@ def _parallel(
         child.join()
     if isinstance(theirs, BaseException):
         raise theirs
-    return _merge(mine, theirs)
+    return _merge([mine, theirs])
 
 
 def _child(
@@ -197,6 +340,11 @@ def _part(
         result = scaled.run(engine, list(map(ordered.__getitem__, places)), pairs, places)
     else:
         result = scaled.run(engine, ordered, pairs)
+    return _finish(engine, result, year)
+
+
+def _finish(engine: scaled.ScaledEngine, result: Result, year: int | None) -> _Part:
+    """The part of a run engine: its lines (within ``year``), sums, warnings and holdings."""
     disposals, keys = result.disposals, engine.disposal_keys
     if year is not None:
         kept = set(map(id, report.in_year(disposals, year)))
@@ -228,20 +376,26 @@ def _lines(disposals: list[Any]) -> list[str]:
     return out
 
 
-def _merged(a: list[Any], a_keys: list[int], b: list[Any], b_keys: list[int]) -> list[Any]:
-    """The items of ``a`` and ``b`` (each in key order) in key order; ``a`` first on equal keys."""
-    keys = a_keys + b_keys
-    items = a + b
-    order = sorted(range(len(keys)), key=keys.__getitem__)  # stable, and two runs: one merge
-    return list(map(items.__getitem__, order))
+def _merged(items: list[list[Any]], keys: list[list[int]]) -> list[Any]:
+    """The items of every list (each in key order) in key order; earlier lists first on equal keys."""
+    every_key = [k for ks in keys for k in ks]
+    every_item = [x for xs in items for x in xs]
+    order = sorted(range(len(every_key)), key=every_key.__getitem__)  # stable; sorted runs: merges only
+    return list(map(every_item.__getitem__, order))
 
 
-def _merge(a: _Part, b: _Part) -> _Part:
+def _merge(parts: list[_Part]) -> _Part:
+    """One part of several, each with its own assets (so the sums and holdings do not overlap)."""
+    sums: dict[str, list[int]] = {}
+    holdings: dict[str, int] = {}
+    for p in parts:
+        sums |= p.sums
+        holdings |= p.holdings
     return _Part(
-        _merged(a.lines, a.line_keys, b.lines, b.line_keys),
+        _merged([p.lines for p in parts], [p.line_keys for p in parts]),
         [],
-        a.sums | b.sums,  # each asset is in one part only
-        _merged(a.warnings, a.warning_keys, b.warnings, b.warning_keys),
+        sums,
+        _merged([p.warnings for p in parts], [p.warning_keys for p in parts]),
         [],
-        a.holdings | b.holdings,
+        holdings,
     )

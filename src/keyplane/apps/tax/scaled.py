@@ -497,6 +497,9 @@ def compute(
 
 
 Event = Row | TransferRow
+# A trade of one asset as ``Ledger.own_trades`` reads it for ``run_own``: (key, source, ref, ts,
+# buy, amount, cost, fee, fee_in, fee_value); ``fee_in`` is 0 (no fee), 1 (in the base), 2 (in the quote).
+OwnRow = tuple[int, str, str, int, int, int, int, int, int, int | None]
 Pairs = dict[tuple[str, str, str], tuple[str, str, str]]
 
 
@@ -533,6 +536,49 @@ def run(engine: ScaledEngine, ordered: list[Event], pairs: Pairs, places: Iterab
                         engine.withdrawal(ev)
                 elif (ev.source, ev.kind, ev.id) not in matched_deposits:
                     engine.deposit(ev)
+    engine.result.holdings = {a: p.balance() for a, p in engine.pools.items() if p.balance()}  # type: ignore[misc]
+    engine.result.scale = SCALE
+    return engine.result
+
+
+def run_own(engine: ScaledEngine, trades: Iterable[tuple[str, list[OwnRow]]]) -> Result:
+    """Run the trades of each asset through ``engine``, in a ledger where no event reads a price
+    (``Ledger.only_usual_trades``): each asset's pool then depends on its own trades only, which
+    are all trades against the report currency. ``engine.key`` is ``4 * key + 2`` (the ``run``
+    places with the ``Ledger.order_key`` keys). The usual trade is ``ScaledEngine.trade``, inlined;
+    any other (nothing paid, a known fee value) goes to ``ScaledEngine._general``, as there."""
+    q = engine.quote
+    dispose, general = engine.dispose, engine._general
+    new = tuple.__new__
+    with localcontext() as ctx:
+        ctx.prec = 50
+        for asset, rows in trades:
+            pool = engine.pools[asset]
+            add = pool.add
+            for key, source, ref, ts, buy, stored, value, fee, fee_in, fee_value in rows:
+                amount = stored
+                if amount and value and fee_value is None:
+                    if buy:
+                        cost: Number = value
+                        if fee_in == 2:
+                            cost += fee if 0 <= value * fee < _EXACT else Decimal(value) * fee / value
+                        elif fee_in:
+                            amount -= fee
+                        if amount > 0:
+                            add(Lot(ref, ts, amount, cost if type(cost) is int else rnd(cost)))
+                    else:
+                        proceeds: Number = value
+                        if fee_in == 2:
+                            proceeds -= fee if 0 <= value * fee < _EXACT else Decimal(value) * fee / value
+                        elif fee_in:
+                            amount += fee
+                        engine.key = 4 * key + 2
+                        dispose(asset, amount, proceeds, ts, "trade", source, ref)
+                else:
+                    engine.key = 4 * key + 2
+                    fee_asset = None if fee_in == 0 else asset if fee_in == 1 else q
+                    side = "buy" if buy else "sell"
+                    general(new(Row, (source, ref, ts, asset, q, side, amount, value, fee, fee_asset, fee_value)), ref)
     engine.result.holdings = {a: p.balance() for a, p in engine.pools.items() if p.balance()}  # type: ignore[misc]
     engine.result.scale = SCALE
     return engine.result
