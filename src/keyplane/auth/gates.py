@@ -118,7 +118,7 @@ class _Lockouts:
 
 
 class _SweptMemoryStorage(MemoryStorage):
-    """``limits``' MemoryStorage without its 10 ms timer thread.
+    """``limits``' MemoryStorage without its 10 ms timer thread, for one thread.
 
     MemoryStorage restarts a ``threading.Timer`` on every ``incr`` once the previous one has fired:
     under load that is about a hundred thread starts a second, each walking every counter while the
@@ -129,6 +129,18 @@ class _SweptMemoryStorage(MemoryStorage):
 
     def _MemoryStorage__schedule_expiry(self) -> None:  # overrides a name-mangled method
         return None
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        """MemoryStorage.incr for a gate used from one thread (the event loop): the same counters
+        and expiries, so limits' own reads (``get``, ``get_expiry``) see them, without the per-key
+        lock and the expiry pass that ``incr`` repeats on every call."""
+        now = time.time()
+        if self.expirations.get(key, 0.0) <= now:  # no window yet, or it ended: a new one
+            self.storage[key] = amount
+            self.expirations[key] = now + expiry
+            return amount
+        self.storage[key] += amount
+        return self.storage[key]
 
     def sweep(self) -> None:
         self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
