@@ -61,9 +61,6 @@ class KeyCache:
         if self.max_staleness_s is not None and self._clock() - self.last_fresh > self.max_staleness_s:
             raise AuthUnavailable("key revocations cannot be checked right now (database unreachable); try again")
 
-    def is_fresh(self) -> bool:
-        return self.max_staleness_s is None or self._clock() - self.last_fresh <= self.max_staleness_s
-
     def mark_fresh(self) -> None:
         self.last_fresh = self._clock()
 
