@@ -83,6 +83,19 @@ def test_cli_import_is_idempotent_and_errors_are_one_line(tmp_path: Path) -> Non
 
     res = runner.invoke(app, ["tax", "report", "--method", "lifo-ish", "--ledger", str(ledger)], env=env)
     assert res.exit_code == 2 and "unknown tax method 'lifo-ish'" in res.output
+    res = runner.invoke(app, ["tax", "report", "--year", "0", "--ledger", str(ledger)], env=env)
+    assert res.exit_code == 2 and "Invalid value for '--year'" in res.output and "Traceback" not in res.output
+    (tmp_path / "taken").write_text("a file, not a directory")
+    unwritable = tmp_path / "taken" / "gains.csv"
+    res = runner.invoke(app, ["tax", "report", "--out", str(unwritable), "--ledger", str(ledger)], env=env)
+    assert res.exit_code == 2
+    assert f"cannot write the report to {unwritable}" in res.output and "Traceback" not in res.output
+    missing = tmp_path / "none.sqlite"
+    res = runner.invoke(app, ["tax", "report", "--ledger", str(missing)], env=env)
+    assert res.exit_code == 2 and f"no ledger at {missing}" in res.output and not missing.exists()
+    (tmp_path / "garbage.sqlite").write_bytes(b"not a ledger at all" * 100)
+    res = runner.invoke(app, ["tax", "report", "--ledger", str(tmp_path / "garbage.sqlite")], env=env)
+    assert res.exit_code == 2 and "cannot open the ledger (file is not a database)" in res.output
 
     out = tmp_path / "gains.csv"
     res = runner.invoke(

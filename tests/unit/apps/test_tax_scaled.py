@@ -5,12 +5,16 @@ report against the one-process one."""
 from __future__ import annotations
 
 import csv
+import decimal
 import io
+import multiprocessing
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
+from ccxt.base.decimal_to_precision import ROUND, decimal_to_precision
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,6 +99,44 @@ def test_scaled_engine_gives_the_decimal_engines_figures(
     assert {a: dec(v) for a, v in got.holdings.items()} == want.holdings  # type: ignore[arg-type]
     # Warnings name the same events; their amounts are written without trailing zeros.
     assert [x.split(":")[:3] for x in got.warnings] == [x.split(":")[:3] for x in want.warnings]
+
+
+def test_the_figures_do_not_depend_on_the_threads_decimal_context() -> None:
+    # A lot of 7 BTC for 0.3; a withdrawal of 1 BTC to an own account takes 0.3 / 7 of its cost
+    # (0.04285714285714..., rounded up), and a sale of 1 BTC then a sixth of the rest,
+    # 0.04285714285: a tie, which rounds half to even. ccxt sets ROUND_HALF_UP on the thread's
+    # context whenever it formats an amount; in the same process, a report must still round as
+    # its own context says.
+    trades = [
+        Trade("a", "1", T0, "BTC", "USDT", "buy", D(7), D("0.3")),
+        Trade("a", "2", T0 + 1, "BTC", "USDT", "sell", D(1), D(0)),
+    ]
+    transfers = [
+        Transfer("a", "w", "withdrawal", T0, "BTC", D(1)),
+        *(Transfer("a", f"d{i}", "deposit", T0 + 1, "BTC", D(1)) for i in range(2)),
+    ]
+
+    def figures() -> list[object]:
+        want = compute(trades, transfers)
+        got = scaled.compute(*rows(trades, transfers))
+        summary = report.summarise(want.disposals)
+        return [
+            [(d.cost, d.gain) for d in want.disposals],
+            [(dec(d.cost), dec(d.gain)) for d in got.disposals],  # type: ignore[arg-type]
+            [s.total_gain for s in summary],
+        ]
+
+    def as_ccxt_leaves_it() -> list[object]:
+        decimal_to_precision("1.25", ROUND, 1)
+        assert decimal.getcontext().rounding == decimal.ROUND_HALF_UP
+        return figures()
+
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own: its context goes with it
+        polluted = pool.submit(as_ccxt_leaves_it).result()
+    clean = figures()
+    assert polluted == clean
+    assert clean[0] == [(D("0.0428571428"), D("-0.0428571428"))]  # 0.04285714285, half to even
+    assert clean[1] == clean[0]
 
 
 @settings(max_examples=300, deadline=None)
@@ -192,7 +234,7 @@ def test_an_interrupted_upgrade_leaves_the_ledger_as_it_was(tmp_path: Path, monk
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(Ledger, "_migrate_from_text", broken)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(TaxError, match=r"old.sqlite: cannot open the ledger \(disk I/O error\)"):
         Ledger(path)
     monkeypatch.undo()
     db = sqlite3.connect(path)
@@ -312,7 +354,7 @@ def test_with_only_usual_trades_each_process_reads_and_walks_its_own_assets(
     _ledger_of(tmp / "l.sqlite", trades if stored_in_order else trades[::-1], [])
     with Ledger(tmp / "l.sqlite") as lg:
         assert lg.only_usual_trades("USDT")
-        plan = reporter._own_plan(lg, "USDT", 1)
+        plan = reporter._own_plan(lg, 1)
         assert (plan is not None) == (len({t.base for t in trades}) > 1)
     one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, year=year, parallel_events=10**9)
     many = reporter.make(tmp / "l.sqlite", tmp / "many.csv", method=method, year=year, parallel_events=1)
@@ -339,14 +381,51 @@ def test_more_assets_than_processes_are_grouped_by_their_number_of_trades(
     _ledger_of(tmp_path / "l.sqlite", trades, [])
     monkeypatch.setattr(reporter, "WORKERS", 2)
     with Ledger(tmp_path / "l.sqlite") as lg:
-        plan = reporter._own_plan(lg, "USDT", 1)
+        plan = reporter._own_plan(lg, 1)
         assert plan is not None
         assert sorted(plan.groups) == [("BTC", "ADA"), ("ETH", "SOL")]  # 6 and 5 trades
-        assert reporter._own_plan(lg, "USDT", len(trades) + 1) is None  # too small to split
+        assert reporter._own_plan(lg, len(trades) + 1) is None  # too small to split
     one = reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
     two = reporter.make(tmp_path / "l.sqlite", tmp_path / "two.csv", parallel_events=1)
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
     assert one.holdings == two.holdings == {"BTC": D(5), "ETH": D(3), "SOL": D(2), "ADA": D(1)}
+
+
+def test_names_that_need_quoting_are_written_alike_by_the_processes_of_each_asset(tmp_path: Path) -> None:
+    # Commas, quotes, a line break and letters beyond ASCII (several bytes each in UTF-8): the
+    # processes place their lines by their length in bytes.
+    sources = ['Kraken, "main"', "Börse", "plain", "line\nbreak"]
+    trades = [
+        Trade(sources[i % 4], f"id-{i}-é", T0 + i * 3_600_000, base, "USDT", side, D(1), D(100 + i))
+        for i, (base, side) in enumerate(
+            [("BTC", "buy"), ("ETH", "buy"), ("BTC", "sell"), ("SOL", "buy"), ("ETH", "sell"), ("SOL", "sell")] * 5
+        )
+    ]
+    _ledger_of(tmp_path / "l.sqlite", trades, [])
+    with Ledger(tmp_path / "l.sqlite") as lg:
+        assert reporter._own_plan(lg, 1) is not None
+    one = reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
+    split = reporter.make(tmp_path / "l.sqlite", tmp_path / "split.csv", parallel_events=1)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "split.csv").read_bytes()
+    assert one.rows == split.rows == 15
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "split.csv").read_text(), newline="")))
+    assert len(rows) == 15
+    assert {r["account"] for r in rows} == set(sources)
+    assert rows[0]["ref"] == "plain:trade:id-2-é"
+    assert rows[0]["matched_lots"].startswith('Kraken, "main":trade:id-0-é@')
+
+
+def test_a_report_that_fails_in_a_process_leaves_the_previous_file_and_stops_every_process(tmp_path: Path) -> None:
+    trades = [Trade("a", str(i), T0 + i, ("BTC", "ETH")[i % 2], "USDT", "buy", D(1), D(10)) for i in range(20)]
+    _ledger_of(tmp_path / "l.sqlite", trades, [])
+    out = tmp_path / "gains.csv"
+    out.write_text("the previous report\n")
+    # Year 0 cannot be a datetime: each process fails while picking its disposals of the year.
+    with pytest.raises(ValueError, match="year 0 is out of range"):
+        reporter.make(tmp_path / "l.sqlite", out, parallel_events=1, year=0)
+    assert out.read_text() == "the previous report\n"
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("l.sqlite")] == ["gains.csv"]  # no temp file
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.parametrize(
@@ -365,11 +444,26 @@ def test_anything_that_reads_a_price_is_not_usual(tmp_path: Path, extra: Trade |
         lg.add_trades([Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100), D("0.1"), "USDT")])
         assert lg.only_usual_trades("USDT")
         if isinstance(extra, Trade):
-            lg.add_trades([extra])
+            lg.add_trades([extra, Trade("a", "2", T0 + 1, "BTC", "USDT", "sell", D("0.5"), D(60))])
         else:
             lg.add_transfers([extra])
         assert not lg.only_usual_trades("USDT")
-        assert reporter._own_plan(lg, "USDT", 1) is None
+        plan = reporter._own_plan(lg, 1)
+        if isinstance(extra, Trade):  # the process that reads the trade finds it, and says so
+            assert plan is not None
+            first, step = plan.first, plan.step
+            fee_in = {a: [r[8] for r in lg.own_trades(a, "USDT", first, step)] for g in plan.groups for a in g}
+            assert fee_in[extra.base] == [-1]
+            assert all(x >= 0 for a, xs in fee_in.items() if a != extra.base for x in xs)
+        else:
+            assert plan is None
+    # Then the whole ledger is read in one piece, as for a small ledger.
+    one = reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
+    split = reporter.make(tmp_path / "l.sqlite", tmp_path / "split.csv", parallel_events=1)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "split.csv").read_bytes()
+    assert (tmp_path / "one.summary.csv").read_bytes() == (tmp_path / "split.summary.csv").read_bytes()
+    assert (one.rows, one.warnings, one.holdings) == (split.rows, split.warnings, split.holdings) != (0, [], {})
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize(
@@ -385,7 +479,9 @@ def test_trades_that_read_no_price_are_usual(tmp_path: Path, extra: Trade) -> No
     with Ledger(tmp_path / "l.sqlite") as lg:
         lg.add_trades([Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100), D("0.1"), "USDT"), extra])
         assert lg.only_usual_trades("USDT")
-        assert reporter._own_plan(lg, "USDT", 1) is not None
+        plan = reporter._own_plan(lg, 1)
+        assert plan is not None
+        assert all(r[8] >= 0 for g in plan.groups for a in g for r in lg.own_trades(a, "USDT", plan.first, plan.step))
 
 
 def test_a_ledger_with_an_amount_in_decimal_text_is_not_split_by_asset(tmp_path: Path) -> None:
@@ -398,7 +494,7 @@ def test_a_ledger_with_an_amount_in_decimal_text_is_not_split_by_asset(tmp_path:
         )
         assert lg.only_usual_trades("USDT")
         assert not lg.all_integers()
-        assert reporter._own_plan(lg, "USDT", 1) is None
+        assert reporter._own_plan(lg, 1) is None
 
 
 def test_a_ledger_of_a_newer_format_is_refused_with_one_line(tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Literal
+
+from keyplane.apps.money import CONTEXT
 
 Side = Literal["buy", "sell"]
 
@@ -48,8 +50,9 @@ class GridConfig:
         return hashlib.sha256(doc.encode()).hexdigest()[:8]
 
     def prices(self) -> list[Decimal]:
-        step = (self.upper - self.lower) / (self.levels - 1)
-        return [self.lower + step * i for i in range(self.levels)]
+        with localcontext(CONTEXT):  # not the thread's context, which ccxt changes
+            step = (self.upper - self.lower) / (self.levels - 1)
+            return [self.lower + step * i for i in range(self.levels)]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 from keyplane.apps.bot.grid import GridConfig, GridState, Level, after_fill, assign, fill_order, initial_sides
 from keyplane.apps.bot.venues import OrderGone, PaperVenue, Venue
+from keyplane.apps.money import CONTEXT
 from keyplane.client.errors import (
     FATAL_KEY_REASONS,
     ApiError,
@@ -104,7 +105,7 @@ class Runner:
         assert level.side is not None
         assert level.cid is not None
         price = self.venue.round_price(level.price)
-        amount = self.venue.round_amount(self.config.quote_per_level / price)
+        amount = self.venue.round_amount(CONTEXT.divide(self.config.quote_per_level, price))
         level.order_id = self.venue.place(level.side, price, amount, level.cid)
         level.status = "open"
         log.info("placed %s %s %s @ %s (%s)", level.side, amount, self.config.symbol, price, level.cid)

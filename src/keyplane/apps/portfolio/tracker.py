@@ -12,10 +12,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
+from keyplane.apps.money import CONTEXT
 from keyplane.client.ccxt_errors import translate
 from keyplane.client.profile import Profile
 
@@ -63,7 +64,8 @@ class Snapshot:
         total = self.total
         if not total:
             return {}
-        return {a: (v * 100 / total).quantize(Decimal("0.01")) for a, (_, v) in self.by_asset().items() if v}
+        with localcontext(CONTEXT):
+            return {a: (v * 100 / total).quantize(Decimal("0.01")) for a, (_, v) in self.by_asset().items() if v}
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -129,7 +131,8 @@ def holdings_for(profile: Profile, exchange: Any, quote: str) -> tuple[list[Hold
         price = _price(tickers, asset, quote)
         if price is None:
             warnings.append(f"{profile.name}: no {quote} price for {asset}; left out of the total")
-        value = None if price is None else (amount * price).quantize(Decimal("1e-8"))
+        with localcontext(CONTEXT):
+            value = None if price is None else (amount * price).quantize(Decimal("1e-8"))
         out.append(Holding(profile.name, profile.exchange, asset, amount, price, value))
     return out, warnings
 

@@ -97,7 +97,7 @@ def import_(
 @handled
 def report_cmd(
     method: str = typer.Option("fifo", help=f"Cost-basis method: {', '.join(METHODS)}."),
-    year: int | None = typer.Option(None, help="Only disposals in this calendar year (UTC)."),
+    year: int | None = typer.Option(None, min=1, max=9998, help="Only disposals in this calendar year (UTC)."),
     out_file: Path = typer.Option(Path("gains.csv"), "--out", help="CSV of disposals; the summary goes beside it."),
     quote: str = typer.Option("USDT", help="Report currency."),
     long_term_days: int = typer.Option(365, help="Held longer than this is long-term."),
@@ -107,14 +107,20 @@ def report_cmd(
     method = method.lower()
     if method not in METHODS:
         fail(f"unknown tax method {method!r} (use one of: {', '.join(METHODS)})")
-    done = reporter.make(
-        ledger_path or data_file("ledger.sqlite"),
-        out_file,
-        method=method,
-        quote=quote,
-        long_term_days=long_term_days,
-        year=year,
-    )
+    ledger_path = ledger_path or data_file("ledger.sqlite")
+    if not ledger_path.is_file():
+        fail(f"no ledger at {ledger_path}: fill it with 'keyplane tax sync' or 'keyplane tax import' first")
+    try:
+        done = reporter.make(
+            ledger_path,
+            out_file,
+            method=method,
+            quote=quote,
+            long_term_days=long_term_days,
+            year=year,
+        )
+    except OSError as e:  # the report's files: a ledger that cannot be read is a TaxError
+        fail(f"cannot write the report to {out_file}: {e.strerror or e}")
     table = Table("asset", "short gain", "long gain", "total gain", title=f"Realised gains ({method}, {done.quote})")
     for s in done.summary:
         table.add_row(s.asset, report.num(s.short_gain), report.num(s.long_gain), report.num(s.total_gain))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from itertools import pairwise
 
+from keyplane.apps.money import CONTEXT
 from keyplane.apps.tax.model import ZERO, Trade, Transfer
 from keyplane.apps.tax.pools import POOLS, QUANTUM, Lot, Piece, Pool
 
@@ -328,8 +329,7 @@ def _run(engine: Engine, trades: Iterable[Trade], transfers: Iterable[Transfer])
         events += [(t.ts, 0 if t.kind == "deposit" else 2, t) for t in transfers]
         events.sort(key=lambda e: (e[0], e[1]))
         ordered = [e[2] for e in events]
-    with localcontext() as ctx:
-        ctx.prec = 50
+    with localcontext(CONTEXT):
         for ev in ordered:
             if isinstance(ev, Trade):
                 engine.trade(ev)

@@ -58,6 +58,13 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 """
 _INT64 = 1 << 63
+# A trade that reads no price and touches no third asset's pool (``Ledger.only_usual_trades``),
+# with the report currency as the parameter ``q``.
+_USUAL = (
+    "quote = :q AND base != :q AND (fee = 0 OR fee_asset IS NULL"
+    " OR ((fee_asset = :q OR fee_asset = base) AND fee_value IS NOT NULL)"
+    " OR (fee_asset = base AND amount != 0) OR (fee_asset = :q AND cost != 0))"
+)
 MAX_DIGITS = 40  # digits before the point of the largest amount the integer engine takes
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # scaleb in it never rounds
 
@@ -109,11 +116,14 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._depth = 0
         try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._open()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise TaxError(f"{self.path}: cannot open the ledger ({e})") from None
         except BaseException:
             self._db.close()
             raise
@@ -285,13 +295,11 @@ class Ledger:
         no transfers, and only trades of an asset other than ``quote`` against ``quote`` whose fee,
         if any, is in their base or ``quote``, with a known value or on a non-zero amount of that
         asset (which gives its value). In such a ledger an asset's pool needs only its own trades."""
-        usual = (
-            "quote = :q AND base != :q AND (fee = 0 OR fee_asset IS NULL"
-            " OR ((fee_asset = :q OR fee_asset = base) AND fee_value IS NOT NULL)"
-            " OR (fee_asset = base AND amount != 0) OR (fee_asset = :q AND cost != 0))"
-        )
-        other = self._db.execute(f"SELECT 1 FROM trades WHERE NOT ({usual}) LIMIT 1", {"q": quote}).fetchone()
-        return other is None and self._db.execute("SELECT 1 FROM transfers LIMIT 1").fetchone() is None
+        other = self._db.execute(f"SELECT 1 FROM trades WHERE NOT ({_USUAL}) LIMIT 1", {"q": quote}).fetchone()
+        return other is None and not self.has_transfers()
+
+    def has_transfers(self) -> bool:
+        return self._db.execute("SELECT 1 FROM transfers LIMIT 1").fetchone() is not None
 
     def all_integers(self) -> bool:
         """Whether every amount is stored as a scaled integer (no decimal text at all)."""
@@ -323,18 +331,20 @@ class Ledger:
         step = 1 << int(last_id).bit_length()
         return (int(first), step) if (last - first) * step + last_id < _INT64 else None
 
-    def own_trades(self, asset: str, first: int, step: int) -> list[OwnRow]:
-        """The trades of the base ``asset`` in a ledger with ``all_integers`` and
-        ``only_usual_trades``, in the order ``scaled_trades`` reads them, as ``scaled.OwnRow``s:
+    def own_trades(self, asset: str, quote: str, first: int, step: int) -> list[OwnRow]:
+        """The trades of the base ``asset`` in a ledger with ``all_integers``, in the order
+        ``scaled_trades`` reads them, as ``scaled.OwnRow``s:
         ``(key, source, ref, ts, buy, amount, cost, fee, fee_in, fee_value)``, where ``key`` is
         ``(ts - first) * step + rowid`` (see ``order_key``), ``buy`` is 1 or 0 and ``fee_in`` says
-        where the fee is: 0 nowhere (no fee, or no fee asset), 1 in ``asset``, 2 in the quote.
-        Only what the engine needs, read in one scan of the table: cheaper than index order."""
+        where the fee is: 0 nowhere (no fee, or no fee asset), 1 in ``asset``, 2 in ``quote``, and
+        -1 for a trade that is not usual (see ``only_usual_trades``), which the caller must not run
+        on its own. Only what the engine needs, read in one scan of the table: cheaper than index
+        order, and it checks the trades on the way, where ``only_usual_trades`` is a scan of its own."""
         cur = self._db.execute(
             f"SELECT (ts - {int(first)}) * {int(step)} + rowid, source, source || ':trade:' || id, ts, side = 'buy',"
-            " amount, cost, fee, CASE WHEN fee = 0 OR fee_asset IS NULL THEN 0 WHEN fee_asset = base THEN 1 ELSE 2 END,"
-            " fee_value FROM trades NOT INDEXED WHERE base = ?",
-            (asset,),
+            f" amount, cost, fee, CASE WHEN NOT ({_USUAL}) THEN -1 WHEN fee = 0 OR fee_asset IS NULL THEN 0"
+            " WHEN fee_asset = base THEN 1 ELSE 2 END, fee_value FROM trades NOT INDEXED WHERE base = :a",
+            {"a": asset, "q": quote},
         )
         rows: list[OwnRow] = cur.fetchall()
         keys = list(map(itemgetter(0), rows))

@@ -16,6 +16,9 @@ both are written as plain decimals, money without trailing zeros.
 from __future__ import annotations
 
 import csv
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -24,6 +27,7 @@ from operator import floordiv, mod, truediv
 from pathlib import Path
 from typing import Any
 
+from keyplane.apps.money import CONTEXT
 from keyplane.apps.tax import scaled
 from keyplane.apps.tax.engine import Disposal, paused_gc
 from keyplane.apps.tax.model import ZERO
@@ -97,25 +101,26 @@ class AssetSummary:
     long_proceeds: Decimal = ZERO
     long_cost: Decimal = ZERO
 
+    # In ``CONTEXT``, not the thread's: sums of large figures round alike everywhere.
     @property
     def short_gain(self) -> Decimal:
-        return self.short_proceeds - self.short_cost
+        return Decimal(CONTEXT.subtract(self.short_proceeds, self.short_cost))
 
     @property
     def long_gain(self) -> Decimal:
-        return self.long_proceeds - self.long_cost
+        return Decimal(CONTEXT.subtract(self.long_proceeds, self.long_cost))
 
     @property
     def total_gain(self) -> Decimal:
-        return self.short_gain + self.long_gain
+        return Decimal(CONTEXT.add(self.short_gain, self.long_gain))
 
     def add(self, d: Disposal) -> None:
         if d.term == "long":
-            self.long_proceeds += d.proceeds
-            self.long_cost += d.cost
+            self.long_proceeds = CONTEXT.add(self.long_proceeds, d.proceeds)
+            self.long_cost = CONTEXT.add(self.long_cost, d.cost)
         else:
-            self.short_proceeds += d.proceeds
-            self.short_cost += d.cost
+            self.short_proceeds = CONTEXT.add(self.short_proceeds, d.proceeds)
+            self.short_cost = CONTEXT.add(self.short_cost, d.cost)
 
     def row(self) -> list[str]:
         return [
@@ -216,10 +221,9 @@ def texts(values: list[int]) -> list[str]:
     """``scaled.text`` of every value, in bulk: each value becomes ``Decimal(value) / 10**SCALE``
     (exact, and without trailing zeros) and then text, all in C loops, which is several times
     faster than formatting integers one by one in Python."""
-    if not values or max(values) >= 10**90 or min(values) <= -(10**90):
+    if not values or max(values) >= 10**40 or min(values) <= -(10**40):
         return [scaled.text(v) for v in values]
-    with localcontext() as ctx:
-        ctx.prec = 100  # every quotient is exact: no more than 90 digits
+    with localcontext(CONTEXT):  # 50 digits: every quotient is exact, of no more than 40 digits
         out = list(map(str, map(truediv, map(Decimal, values), repeat(_ONE))))
     if "E" in "".join(out):  # a tiny value, which str() writes with an exponent
         out = [scaled.text(v) if "E" in t else t for v, t in zip(values, out, strict=True)]
@@ -304,10 +308,28 @@ def summary_path(out: Path) -> Path:
     return out.with_name(out.stem + ".summary" + (out.suffix or ".csv"))
 
 
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` that takes its place once the block has run: a report that
+    fails half-way leaves the previous file as it was, and no partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def header() -> str:
+    """The first line of a disposals file, as ``csv`` writes it."""
+    return ",".join(COLUMNS) + "\r\n"  # no column name needs quoting
+
+
 def _write_rows(out: Path, disposals: list[Disposal], scale: int) -> None:
-    with paused_gc(), out.open("w", newline="") as f:
+    with paused_gc(), replacing(out) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        f.write(header())
         separators = len(COLUMNS) - 1
         for start in range(0, len(disposals), _CHUNK):
             chunk = disposals[start : start + _CHUNK]
@@ -327,7 +349,6 @@ def _write_rows(out: Path, disposals: list[Disposal], scale: int) -> None:
 def write(out: Path, disposals: list[Disposal], scale: int = 0) -> tuple[Path, list[AssetSummary]]:
     """Write the rows to ``out`` and the summary beside it; returns (summary path, summary).
     ``scale`` is the result's (``Result.scale``)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     _write_rows(out, disposals, scale)
     summary = summarise(disposals, scale)
     return write_summary(out, summary), summary
@@ -336,7 +357,7 @@ def write(out: Path, disposals: list[Disposal], scale: int = 0) -> tuple[Path, l
 def write_summary(out: Path, summary: list[AssetSummary]) -> Path:
     """Write ``summary`` beside ``out``; returns its path."""
     spath = summary_path(out)
-    with spath.open("w", newline="") as f:
+    with replacing(spath) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(SUMMARY_COLUMNS)
         for s in summary:

@@ -5,17 +5,22 @@ large one is split by asset: each asset's pool depends only on the trades, fees 
 that asset, in order, and on the prices of the other assets (for a fee in a third asset or a
 crypto-to-crypto trade).
 
-- When no event reads a price (``Ledger.only_usual_trades``: only trades against the report
-  currency with their fees in their base or that currency, the common case), every asset, or group
-  of assets, gets a forked process of its own, which reads only that asset's trades from the
-  ledger, runs its pool and formats its CSV lines (``_workers``). With more processes than cores,
-  the system keeps every core busy to the end even when the assets are of unequal size.
+- When no event reads a price (``Ledger.only_usual_trades``: no transfers, and only trades against
+  the report currency with their fees in their base or that currency, the common case), every
+  asset, or group of assets, gets a forked process of its own, which reads only that asset's trades
+  from the ledger, runs its pool, formats its CSV lines and writes them into the file, each where
+  the ledger's order puts it (``_workers``). With more processes than cores, the system keeps every
+  core busy to the end even when the assets are of unequal size. The processes check their trades
+  as they read them: if one finds a trade that reads a price, they all stop, and the report goes on
+  as below.
 - Otherwise this process reads the whole ledger, and a forked process runs the pools of about half
-  of the assets, and this one the others; both follow every trade's prices (``_parallel``).
+  of the assets, and this one the others; both follow every trade's prices (``_parallel``); this
+  process merges their lines.
 
-Either way this process merges the lines in the order one engine would have written them (every
-disposal carries the place of its event, or its key of time and storing order): the result is byte
-for byte the single-process one.
+Either way the lines are in the order one engine would have written them (every disposal carries
+the place of its event, or its key of time and storing order): the file is byte for byte the
+single-process one. It is written beside its final name and takes that name once complete, so a
+report that fails leaves the previous file as it was.
 
 A ledger with an amount of more than ``scaled.SCALE`` decimals runs through the ``Decimal``
 engine (``engine.py``), in one process.
@@ -25,15 +30,19 @@ from __future__ import annotations
 
 import csv
 import io
+import mmap
 import multiprocessing
 import os
 import sqlite3
 import threading
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import accumulate, chain
 from multiprocessing.connection import Connection, wait
-from operator import itemgetter
+from multiprocessing.process import BaseProcess
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +51,8 @@ from keyplane.apps.tax.engine import Result, TaxError, compute, paused_gc
 from keyplane.apps.tax.ledger import Ledger, NotScaled
 
 PARALLEL_EVENTS = 200_000  # from this many trades and transfers, two processes share the work
+_QUOTED = ',"\r\n'  # what makes csv quote a field
+_SLICE = 10_000  # disposals formatted at a time in a process of its own
 WORKERS = 8  # at most this many processes for a ledger in which no event reads a price
 
 
@@ -86,39 +97,64 @@ def make(
     quote = quote.upper()
     with paused_gc():
         with Ledger(ledger_path) as ledger:
-            plan = _own_plan(ledger, quote, parallel_events)
-            if plan is None:
-                try:
-                    trades, transfers = ledger.scaled_trades(), ledger.scaled_transfers()
-                    own_only = ledger.only_usual_trades(quote)
-                except NotScaled:
-                    result = compute(
-                        ledger.trades(), ledger.transfers(), method=method, quote=quote, long_term_days=long_term_days
-                    )
-                    rows = report.in_year(result.disposals, year)
-                    spath, summary = report.write(out, rows)
-                    return Report(method, result.quote, len(rows), spath, summary, result.warnings, result.holdings)
-        if plan is not None:  # each asset group read, run and formatted in a process of its own
+            plan = _own_plan(ledger, parallel_events)
+        if plan is not None:  # each asset group read, run, formatted and written by a process of its own
             scaled.ScaledEngine(method, quote, long_term_days)  # raises TaxError for an unknown method, before any fork
-            part = _workers(ledger_path, plan, method, quote, long_term_days, year)
+            try:
+                with report.replacing(out) as tmp:
+                    tally = _workers(ledger_path, plan, tmp, method, quote, long_term_days, year)
+                return _finished(out, method, quote, tally)
+            except _ReadsPrices:
+                pass  # a trade needs other assets' prices: the ledger is read here, in one piece
+        with Ledger(ledger_path) as ledger:
+            try:
+                trades, transfers = ledger.scaled_trades(), ledger.scaled_transfers()
+                own_only = ledger.only_usual_trades(quote)
+            except NotScaled:
+                result = compute(
+                    ledger.trades(), ledger.transfers(), method=method, quote=quote, long_term_days=long_term_days
+                )
+                rows = report.in_year(result.disposals, year)
+                spath, summary = report.write(out, rows)
+                return Report(method, result.quote, len(rows), spath, summary, result.warnings, result.holdings)
+        ordered, pairs = scaled.events(trades, transfers)
+        groups = _split(trades, transfers, quote) if len(ordered) >= parallel_events else None
+        # This split hands the events to the second process through the fork itself: it needs a
+        # process that may fork (see _single_threaded).
+        if groups is None or not _can_fork() or not _single_threaded():
+            part = _part(ordered, pairs, method, quote, long_term_days, year, None)
         else:
-            ordered, pairs = scaled.events(trades, transfers)
-            groups = _split(trades, transfers, quote) if len(ordered) >= parallel_events else None
-            # This split hands the events to the second process through the fork itself: it needs a
-            # process that may fork (see _single_threaded).
-            if groups is None or not _can_fork() or not _single_threaded():
-                part = _part(ordered, pairs, method, quote, long_term_days, year, None)
-            else:
-                part = _parallel(ordered, pairs, method, quote, long_term_days, year, groups, own_only)
-            del ordered, pairs, trades, transfers
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="") as f:
-            csv.writer(f).writerow(report.COLUMNS)
+            part = _parallel(ordered, pairs, method, quote, long_term_days, year, groups, own_only)
+        del ordered, pairs, trades, transfers
+        with report.replacing(out) as tmp, tmp.open("w", newline="") as f:
+            f.write(report.header())
             f.write("".join(part.lines))
-        summary = report.summaries(part.sums, scaled.SCALE)
-        spath = report.write_summary(out, summary)
-        holdings = {a: scaled.to_decimal(v) for a, v in part.holdings.items()}
-        return Report(method, quote, len(part.lines), spath, summary, part.warnings, holdings)
+        return _finished(out, method, quote, _Tally(len(part.lines), part.sums, part.warnings, [], part.holdings))
+
+
+class _ReadsPrices(Exception):
+    """A process of ``_workers`` found a trade that is not usual (``Ledger.only_usual_trades``)."""
+
+
+@dataclass
+class _Tally:
+    """What a scaled report adds up besides its lines: their number (or, in a process of its own,
+    the length of each in bytes), the sums per asset, the warnings (with their keys) and holdings."""
+
+    rows: int | list[int]
+    sums: dict[str, list[int]]
+    warnings: list[str]
+    warning_keys: list[int]
+    holdings: dict[str, int]
+
+
+def _finished(out: Path, method: str, quote: str, tally: _Tally) -> Report:
+    """The ``Report`` of a scaled run whose lines are in ``out``: writes the summary beside it."""
+    summary = report.summaries(tally.sums, scaled.SCALE)
+    spath = report.write_summary(out, summary)
+    holdings = {a: scaled.to_decimal(v) for a, v in tally.holdings.items()}
+    rows = tally.rows if isinstance(tally.rows, int) else len(tally.rows)
+    return Report(method, quote, rows, spath, summary, tally.warnings, holdings)
 
 
 @dataclass
@@ -131,12 +167,13 @@ class _Plan:
     step: int
 
 
-def _own_plan(ledger: Ledger, quote: str, parallel_events: int) -> _Plan | None:
-    """A ``_Plan`` if the ledger is large, all in integers and ``only_usual_trades``, and this
-    system can fork; else None (the ledger is then read here, in one piece)."""
+def _own_plan(ledger: Ledger, parallel_events: int) -> _Plan | None:
+    """A ``_Plan`` if the ledger is large, all in integers and without transfers, and this system
+    can fork; else None (the ledger is then read here, in one piece). Whether every trade is usual
+    is checked by the processes themselves, on their way through their trades."""
     if not _can_fork() or ledger.trade_count() < parallel_events or not ledger.all_integers():
         return None
-    if not ledger.only_usual_trades(quote):
+    if ledger.has_transfers():
         return None
     key = ledger.order_key()
     bases = ledger.bases()
@@ -156,74 +193,152 @@ def _own_plan(ledger: Ledger, quote: str, parallel_events: int) -> _Plan | None:
     return _Plan(groups, *key)
 
 
-def _workers(ledger_path: Path, plan: _Plan, method: str, quote: str, long_term_days: int, year: int | None) -> _Part:
+def _workers(
+    ledger_path: Path, plan: _Plan, out: Path, method: str, quote: str, long_term_days: int, year: int | None
+) -> _Tally:
     """Run every group of ``plan`` in a forked process of its own, which reads that group's trades
-    from the ledger, runs their pools and formats their lines; merge the parts in the ledger's
-    order. There are more groups than cores as a rule: the system shares the cores between them,
-    so that unequal groups (five assets over two cores) still keep both cores busy to the end."""
+    from the ledger, runs their pools, formats their lines and writes them into ``out``, each where
+    the ledger's order puts it. There are more groups than cores as a rule: the system shares the
+    cores between them, so that unequal groups (five assets over two cores) still keep both cores
+    busy to the end. Raises ``_ReadsPrices`` if a process finds a trade that is not usual.
+
+    Each process sends three things, and this one answers once: the keys of its lines, as soon as
+    its pools have run (this process sorts all of them while the lines are being formatted); then
+    the length of each line and its tally; this process then knows where every line goes, sends
+    each process its lines' places, writes the header and sizes the file; each process then writes
+    its lines there and says so. Only keys, lengths and places go through the pipes, never the
+    lines, and the writing is spread over the processes too."""
     ctx = _context()
-    receivers: list[Connection] = []
-    children = []
-    parts: dict[int, _Part | BaseException] = {}
+    conns: list[Connection] = []
+    children: list[BaseProcess] = []
+    done = False
     try:
         for group in plan.groups:
-            receive, send = ctx.Pipe(duplex=False)
-            receivers.append(receive)
-            child = ctx.Process(
+            mine, theirs = ctx.Pipe()
+            child: BaseProcess = ctx.Process(
                 target=_own_child,
-                args=(send, ledger_path, group, plan.first, plan.step, method, quote, long_term_days, year),
+                args=(theirs, ledger_path, group, plan.first, plan.step, out, method, quote, long_term_days, year),
                 daemon=True,
             )
             child.start()
             children.append(child)
-            send.close()
-        waiting = dict(enumerate(receivers))
-        ready: list[Any] = wait(receivers)
-        while waiting:  # receive each part as soon as it is ready: a process waits until it is sent
-            for i, receive in list(waiting.items()):
-                if receive not in ready:
-                    continue
-                try:
-                    parts[i] = receive.recv()
-                except EOFError:
-                    parts[i] = OSError(f"a report process ended without a result (exit code {children[i].exitcode})")
-                del waiting[i]
-            ready = wait(list(waiting.values())) if waiting else []
+            theirs.close()
+            conns.append(mine)
+        keys: list[list[int]] = _gather(conns, children)
+        every_key = [k for ks in keys for k in ks]
+        order = sorted(range(len(every_key)), key=every_key.__getitem__)  # keys are unique
+        del every_key, keys
+        rank = [0] * len(order)  # each line's place in the file's order
+        for place, i in enumerate(order):
+            rank[i] = place
+        tallies: list[_Tally] = _gather(conns, children)
+        lengths = [n for t in tallies for n in t.rows]  # type: ignore[union-attr]  # a process sends lengths
+        head = report.header().encode()
+        starts = list(accumulate(map(lengths.__getitem__, order), initial=len(head)))
+        with out.open("wb") as f:
+            f.write(head)
+            f.truncate(starts[-1])
+        where = list(map(starts.__getitem__, rank))
+        k = 0
+        for conn, tally in zip(conns, tallies, strict=True):
+            n = len(tally.rows)  # type: ignore[arg-type]
+            conn.send(where[k : k + n])
+            k += n
+        _gather(conns, children)  # each has written its lines
+        done = True
     finally:
-        for receive in receivers:
-            receive.close()
+        for conn in conns:
+            conn.close()
         for child in children:
+            if not done:  # a process failed, or found a trade that reads prices: the others stop now
+                child.terminate()
             child.join()
-    done: list[_Part] = []
-    for i in range(len(plan.groups)):
-        part = parts[i]
-        if isinstance(part, BaseException):
-            raise part
-        done.append(part)
-    return _merge(done)
+    sums: dict[str, list[int]] = {}
+    holdings: dict[str, int] = {}
+    for t in tallies:
+        sums |= t.sums
+        holdings |= t.holdings
+    warnings = _merged([t.warnings for t in tallies], [t.warning_keys for t in tallies])
+    return _Tally(lengths, sums, warnings, [], holdings)
+
+
+def _gather(conns: list[Connection], children: list[BaseProcess]) -> list[Any]:
+    """The next message of every process, in their order, each received as soon as it is ready
+    (a process waits until its message is taken); raises the error a process sent instead."""
+    got: dict[int, Any] = {}
+    waiting = dict(enumerate(conns))
+    while waiting:
+        ready = wait(list(waiting.values()))
+        for i, conn in list(waiting.items()):
+            if conn not in ready:
+                continue
+            try:
+                got[i] = conn.recv()
+            except EOFError:
+                got[i] = OSError(f"a report process ended early (exit code {children[i].exitcode})")
+            del waiting[i]
+            if isinstance(got[i], BaseException):
+                raise got[i]
+    return [got[i] for i in range(len(conns))]
 
 
 def _own_child(
-    send: Connection,
+    conn: Connection,
     ledger_path: Path,
     assets: tuple[str, ...],
     first: int,
     step: int,
+    out: Path,
     method: str,
     quote: str,
     long_term_days: int,
     year: int | None,
 ) -> None:
+    """One process of ``_workers``: its assets' trades read, run, formatted and written."""
     try:
         with Ledger(ledger_path) as ledger:
-            trades = [(a, ledger.own_trades(a, first, step)) for a in assets]
+            trades = [(a, ledger.own_trades(a, quote, first, step)) for a in assets]
+        if any(rows and min(map(itemgetter(8), rows)) < 0 for _, rows in trades):  # fee_in -1: not usual
+            conn.send(_ReadsPrices())
+            return
         engine = scaled.ScaledEngine(method, quote, long_term_days)
         engine.mine, engine.lead = frozenset(assets), False  # no warning here belongs to no pool
-        part: _Part | BaseException = _finish(engine, scaled.run_own(engine, trades), year)
+        result = scaled.run_own(engine, trades)
+        del trades
+        disposals, keys = _kept(engine, result, year)
+        conn.send(keys)
+        lines = _encoded_lines(disposals)
+        conn.send(
+            _Tally(
+                list(map(len, lines)),
+                report.sums(disposals),
+                result.warnings,
+                engine.warning_keys,
+                result.holdings,  # type: ignore[arg-type]  # scaled ints
+            )
+        )
+        places: list[int] = conn.recv()
+        if lines:
+            with out.open("r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+                for place, text in zip(places, lines, strict=True):
+                    mapped[place : place + len(text)] = text
+        conn.send(None)
+    except (BrokenPipeError, EOFError):  # the report stopped: nothing to send or write
+        pass
     except (TaxError, OSError, ValueError, ArithmeticError, sqlite3.Error) as e:
-        part = e
-    send.send(part)
-    send.close()
+        with suppress(BrokenPipeError):
+            conn.send(e)
+    finally:
+        conn.close()
+
+
+def _encoded_lines(disposals: list[Any]) -> list[bytes]:
+    """``_lines`` as UTF-8, made a slice at a time: the figures' intermediate objects of one slice
+    are freed before the next, which reuses their memory instead of asking the system for more."""
+    out: list[bytes] = []
+    for start in range(0, len(disposals), _SLICE):
+        out += map(str.encode, _lines(disposals[start : start + _SLICE]))
+    return out
 
 
 def _can_fork() -> bool:
@@ -343,13 +458,19 @@ def _part(
     return _finish(engine, result, year)
 
 
-def _finish(engine: scaled.ScaledEngine, result: Result, year: int | None) -> _Part:
-    """The part of a run engine: its lines (within ``year``), sums, warnings and holdings."""
+def _kept(engine: scaled.ScaledEngine, result: Result, year: int | None) -> tuple[list[Any], list[int]]:
+    """The disposals of a run engine within ``year``, and their keys."""
     disposals, keys = result.disposals, engine.disposal_keys
     if year is not None:
         kept = set(map(id, report.in_year(disposals, year)))
         keys = [k for k, d in zip(keys, disposals, strict=True) if id(d) in kept]
         disposals = [d for d in disposals if id(d) in kept]
+    return disposals, keys
+
+
+def _finish(engine: scaled.ScaledEngine, result: Result, year: int | None) -> _Part:
+    """The part of a run engine: its lines (within ``year``), sums, warnings and holdings."""
+    disposals, keys = _kept(engine, result, year)
     return _Part(
         _lines(disposals),
         keys,
@@ -363,11 +484,19 @@ def _finish(engine: scaled.ScaledEngine, result: Result, year: int | None) -> _P
 def _lines(disposals: list[Any]) -> list[str]:
     """The CSV lines of ``disposals`` (scaled), each quoted by ``csv`` where a name needs it."""
     out = report.scaled_lines(disposals)
-    separators = len(report.COLUMNS) - 1
-    whole = "".join(out)  # every line has at least its separators: if the totals match, all are plain
-    n = len(out)
-    if whole.count(",") == separators * n and '"' not in whole and whole.count("\n") == whole.count("\r") == n:
+    # Only a name (an asset, an account, a trade's or a lot's reference) can hold a character that
+    # needs quoting: figures, dates and the other columns never do. Most reports have none.
+    names = "".join(
+        chain(
+            map(attrgetter("asset"), disposals),
+            map(attrgetter("source"), disposals),
+            map(attrgetter("ref"), disposals),
+            [p.lot_id for d in disposals for p in d.lots],
+        )
+    )
+    if not any(c in names for c in _QUOTED):
         return out
+    separators = len(report.COLUMNS) - 1
     for i, text in enumerate(out):
         if text.count(",") != separators or '"' in text or text.count("\n") != 1 or text.count("\r") != 1:
             buf = io.StringIO()

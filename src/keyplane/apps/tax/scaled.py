@@ -28,6 +28,7 @@ from decimal import Decimal, localcontext
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 
+from keyplane.apps.money import CONTEXT
 from keyplane.apps.tax.engine import DAY_MS, Disposal, Result, TaxError, match_transfers, paused_gc
 
 SCALE = 10
@@ -522,8 +523,7 @@ def run(engine: ScaledEngine, ordered: list[Event], pairs: Pairs, places: Iterab
     the events' indexes in the whole ledger when ``ordered`` is only part of it."""
     matched_deposits = set(pairs.values())
     trade = engine.trade
-    with localcontext() as ctx:
-        ctx.prec = 50
+    with localcontext(CONTEXT):
         for i, ev in zip(range(len(ordered)) if places is None else places, ordered, strict=True):
             engine.key = 4 * i + 2
             if type(ev) is Row:
@@ -550,8 +550,7 @@ def run_own(engine: ScaledEngine, trades: Iterable[tuple[str, list[OwnRow]]]) ->
     q = engine.quote
     dispose, general = engine.dispose, engine._general
     new = tuple.__new__
-    with localcontext() as ctx:
-        ctx.prec = 50
+    with localcontext(CONTEXT):
         for asset, rows in trades:
             pool = engine.pools[asset]
             add = pool.add
