@@ -122,28 +122,20 @@ class _SweptMemoryStorage(MemoryStorage):
 
     MemoryStorage restarts a ``threading.Timer`` on every ``incr`` once the previous one has fired:
     under load that is about a hundred thread starts a second, each walking every counter while the
-    request path waits for the GIL. Counters already expire lazily when read (``incr`` calls ``get``
-    first), so only the memory clean-up needs the sweep, and :class:`MemoryGate` runs it itself,
-    once a second, inline.
+    request path waits for the GIL. :class:`MemoryGate` counts in the storage's own tables itself
+    (``_hit``), starting a new window when the last one has ended, so only the memory clean-up needs
+    the sweep, and the gate runs it itself, once a second, inline.
     """
 
     def _MemoryStorage__schedule_expiry(self) -> None:  # overrides a name-mangled method
         return None
 
-    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        """MemoryStorage.incr for a gate used from one thread (the event loop): the same counters
-        and expiries, so limits' own reads (``get``, ``get_expiry``) see them, without the per-key
-        lock and the expiry pass that ``incr`` repeats on every call."""
-        now = time.time()
-        if self.expirations.get(key, 0.0) <= now:  # no window yet, or it ended: a new one
-            self.storage[key] = amount
-            self.expirations[key] = now + expiry
-            return amount
-        self.storage[key] += amount
-        return self.storage[key]
-
     def sweep(self) -> None:
         self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
+# A limit as the in-process gate uses it: (the limits item, its amount, its window in seconds).
+_Limit = tuple[limits.RateLimitItem, int, float]
 
 
 class MemoryGate:
@@ -153,11 +145,18 @@ class MemoryGate:
         self.policy = _Policy(settings)
         self.storage = _SweptMemoryStorage()
         self._next_sweep = 0.0
-        self._keys: dict[tuple[int, str, str], str] = {}
         self._clock = clock
         self._tokens: dict[str, float] = {}
         self._next_purge = 0.0
         self.lockouts = _Lockouts(clock)
+        # Read once for the per-request path: each limit's amount and window, and limits' key
+        # names for each API key and client IP (limits builds the name anew on every call).
+        p = self.policy
+        self._per_key = (p.per_key, p.per_key.amount, float(p.per_key.get_expiry()))
+        self._per_ip = (p.per_ip, p.per_ip.amount, float(p.per_ip.get_expiry()))
+        self._public = (p.public_ip, p.public_ip.amount, float(p.public_ip.get_expiry()))
+        self._failures = (p.failures, p.failures.amount, float(p.failures.get_expiry()))
+        self._names: dict[tuple[str, str], str] = {}
 
     def _replay(self, token: str, ttl_s: float) -> bool:
         """True if ``token`` was seen within its TTL; otherwise remember it."""
@@ -170,35 +169,6 @@ class MemoryGate:
             return True
         self._tokens[token] = now + ttl_s
         return False
-
-    def _key(self, item: limits.RateLimitItem, kind: str, ident: str) -> str:
-        """limits' key string for (item, kind, ident); limits builds it anew on every call, so it is
-        remembered here, bounded."""
-        cache_key = (id(item), kind, ident)
-        key = self._keys.get(cache_key)
-        if key is None:
-            if len(self._keys) >= _MAX_TRACKED:
-                self._keys.clear()
-            key = self._keys[cache_key] = item.key_for(kind, ident)
-        return key
-
-    def _incr(self, item: limits.RateLimitItem, cost: int, kind: str, ident: str) -> tuple[str, int]:
-        """(limits' key, the window's count after adding ``cost``)."""
-        now = self._clock()
-        if now >= self._next_sweep:
-            self._next_sweep = now + 1.0
-            self.storage.sweep()
-        key = self._key(item, kind, ident)
-        return key, self.storage.incr(key, item.get_expiry(), amount=cost)
-
-    def _reset_s(self, key: str) -> float:
-        """Seconds until the counter under ``key`` starts a new window."""
-        wall = time.time()
-        return self.storage.expirations.get(key, wall) - wall
-
-    def _count(self, item: limits.RateLimitItem, cost: int, kind: str, ident: str) -> tuple[int, float]:
-        key, used = self._incr(item, cost, kind, ident)
-        return used, self._reset_s(key)
 
     in_process = True
 
@@ -215,35 +185,55 @@ class MemoryGate:
             raise IpLockedOut(left)
         return self.admit_now(key_id, client_ip, rule, replay_token, replay_ttl_s)
 
+    def _hit(self, limit: _Limit, kind: str, ident: str, cost: int) -> tuple[int, float]:
+        """Add ``cost`` to ``ident``'s counter of ``limit`` (``self._per_key`` and the like) in
+        limits' MemoryStorage, as its fixed window does (so limits' own reads see the same counts),
+        without its per-key lock, which a gate used from one thread does not need; returns (the
+        count in this window, seconds until the window ends)."""
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self.storage.sweep()
+        name = self._names.get((kind, ident))
+        if name is None:
+            if len(self._names) >= _MAX_TRACKED:
+                self._names.clear()
+            name = self._names[kind, ident] = limit[0].key_for(kind, ident)
+        counts, ends = self.storage.storage, self.storage.expirations
+        end = ends.get(name, 0.0)
+        if end <= now:  # no window yet, or it ended: a new one
+            counts[name] = cost
+            ends[name] = end = now + limit[2]
+            return cost, end - now
+        used = counts[name] = counts[name] + cost
+        return used, end - now
+
     def admit_now(
         self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
     ) -> Admission:
         """:meth:`admit` for a caller that has just checked :meth:`locked_out` (the pipeline)."""
         if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s):
             raise ReplayDetected("this signed request was already accepted once: sign each request anew")
-        p = self.policy
-        key, used = self._incr(p.per_key, rule.weight, "key", key_id)
-        reset = self._reset_s(key)
-        if used > p.per_key.amount:
-            raise p.rejection(p.per_key, used, reset, rule, "by this API key")
-        ip_key, ip_used = self._incr(p.per_ip, rule.weight, "ip", client_ip)
-        if ip_used > p.per_ip.amount:
-            raise p.rejection(p.per_ip, ip_used, self._reset_s(ip_key), rule, "from this IP")
-        return p.admission(used, reset)
+        used, reset = self._hit(self._per_key, "key", key_id, rule.weight)
+        if used > self._per_key[1]:
+            raise self.policy.rejection(self._per_key[0], used, reset, rule, "by this API key")
+        ip_used, ip_reset = self._hit(self._per_ip, "ip", client_ip, rule.weight)
+        if ip_used > self._per_ip[1]:
+            raise self.policy.rejection(self._per_ip[0], ip_used, ip_reset, rule, "from this IP")
+        return Admission(self._per_key[1], used, max(0, math.ceil(reset)))
 
     async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
-        p = self.policy
-        used, reset = self._count(p.public_ip, rule.weight, "public", client_ip)
-        if used > p.public_ip.amount:
-            raise p.rejection(p.public_ip, used, reset, rule, "from this IP")
-        return Admission(limit=p.public_ip.amount, used=used, reset_s=max(0, math.ceil(reset)))
+        used, reset = self._hit(self._public, "public", client_ip, rule.weight)
+        if used > self._public[1]:
+            raise self.policy.rejection(self._public[0], used, reset, rule, "from this IP")
+        return Admission(self._public[1], used, max(0, math.ceil(reset)))
 
     def locked_out(self, client_ip: str) -> float:
         return self.lockouts.left(client_ip)
 
     def note_failure(self, client_ip: str) -> None:
-        failures, _ = self._count(self.policy.failures, 1, "fail", client_ip)
-        if failures >= self.policy.failures.amount:
+        failures, _ = self._hit(self._failures, "fail", client_ip, 1)
+        if failures >= self._failures[1]:
             self.lockouts.lock(client_ip, self.policy.lockout_s)
 
     async def close(self) -> None:
