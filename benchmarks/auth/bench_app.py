@@ -2,8 +2,10 @@
 
     python -m benchmarks.auth.bench_app DATA_DIR PORT
 
-The twin ``/bench/open/apiRestrictions`` runs the same handler on the same stack with a fixed key
-record, so the only difference between the two is the signed-request verification.
+The twins run the same handler on the same stack with a fixed key record. ``/sapi/v1/bench/apiRestrictions``
+is on the Binance surface, so it passes the per-IP limit of every unsigned route there: the only
+difference from the signed route is the signed-request verification (and the per-key limit in place of
+the per-IP one). ``/bench/open/apiRestrictions`` is outside it and passes no limit at all.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def main() -> None:
     async def open_twin(request: Request) -> dict[str, object]:
         return restrictions_view(fixed)
 
-    # Same router, right next to the signed route, so route matching costs the same for both.
+    # Same router as the signed route. The first twin is on the Binance surface, where every
+    # unsigned route is limited per client IP (and answers with its used weight), as the signed
+    # route would be if it needed no signature; the second is outside it, with no limit at all.
+    account.router.add_api_route("/sapi/v1/bench/apiRestrictions", open_twin, methods=["GET"])
     account.router.add_api_route("/bench/open/apiRestrictions", open_twin, methods=["GET"])
     app = create_app(settings, services)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
