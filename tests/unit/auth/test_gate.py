@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import pytest
 from limits.storage import RedisStorage
@@ -153,7 +154,12 @@ def test_redis_lockout_is_shared_by_nodes(tmp_path):
     async def run() -> None:
         for _ in range(3):
             node_a.note_failure("203.0.113.9")
-        await asyncio.sleep(0.2)
+        # A counts the failures in Redis in the background; wait until it has locked the IP out
+        # (a fixed pause was too short on a busy machine).
+        deadline = time.monotonic() + 10
+        while node_a.locked_out("203.0.113.9") == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert node_a.locked_out("203.0.113.9") > 0
         assert node_b.locked_out("203.0.113.9") == 0  # B has not heard yet...
         with pytest.raises(IpLockedOut):  # ...but its one round trip sees the shared lockout
             await node_b.admit(key_id="k", client_ip="203.0.113.9", rule=BINANCE, replay_token=None, replay_ttl_s=1)
