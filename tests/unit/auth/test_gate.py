@@ -131,11 +131,19 @@ def test_public_limit(make_gate):
     run_with(make_gate, body)
 
 
+async def _until_locked_out(gate: MemoryGate | RedisGate, ip: str) -> None:
+    """Wait (10 s at most) until ``gate`` has locked ``ip`` out: the Redis gate counts failures in
+    background tasks, which a fixed pause did not always outlast on a busy machine."""
+    deadline = time.monotonic() + 10
+    while gate.locked_out(ip) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 def test_lockout_is_per_ip(make_gate):
     async def body(gate):
         for _ in range(3):
             gate.note_failure("203.0.113.7")
-        await asyncio.sleep(0.2)  # the Redis gate counts off the request path
+        await _until_locked_out(gate, "203.0.113.7")  # the Redis gate counts off the request path
         assert gate.locked_out("203.0.113.7") > 25
         assert gate.locked_out("203.0.113.8") == 0
         with pytest.raises(IpLockedOut):
@@ -154,12 +162,7 @@ def test_redis_lockout_is_shared_by_nodes(tmp_path):
     async def run() -> None:
         for _ in range(3):
             node_a.note_failure("203.0.113.9")
-        # A counts the failures in Redis in the background; wait until it has locked the IP out
-        # (a fixed pause was too short on a busy machine).
-        deadline = time.monotonic() + 10
-        while node_a.locked_out("203.0.113.9") == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert node_a.locked_out("203.0.113.9") > 0
+        await _until_locked_out(node_a, "203.0.113.9")  # A counts the failures in the background
         assert node_b.locked_out("203.0.113.9") == 0  # B has not heard yet...
         with pytest.raises(IpLockedOut):  # ...but its one round trip sees the shared lockout
             await node_b.admit(key_id="k", client_ip="203.0.113.9", rule=BINANCE, replay_token=None, replay_ttl_s=1)
