@@ -138,10 +138,10 @@ class _ReadsPrices(Exception):
 
 @dataclass
 class _Tally:
-    """What a scaled report adds up besides its lines: their number (or, in a process of its own,
-    the length of each in bytes), the sums per asset, the warnings (with their keys) and holdings."""
+    """What a scaled report adds up besides its lines: their number, the sums per asset, the
+    warnings (with their keys) and the holdings."""
 
-    rows: int | list[int]
+    rows: int
     sums: dict[str, list[int]]
     warnings: list[str]
     warning_keys: list[int]
@@ -153,8 +153,7 @@ def _finished(out: Path, method: str, quote: str, tally: _Tally) -> Report:
     summary = report.summaries(tally.sums, scaled.SCALE)
     spath = report.write_summary(out, summary)
     holdings = {a: scaled.to_decimal(v) for a, v in tally.holdings.items()}
-    rows = tally.rows if isinstance(tally.rows, int) else len(tally.rows)
-    return Report(method, quote, rows, spath, summary, tally.warnings, holdings)
+    return Report(method, quote, tally.rows, spath, summary, tally.warnings, holdings)
 
 
 @dataclass
@@ -231,8 +230,9 @@ def _workers(
         rank = [0] * len(order)  # each line's place in the file's order
         for place, i in enumerate(order):
             rank[i] = place
-        tallies: list[_Tally] = _gather(conns, children)
-        lengths = [n for t in tallies for n in t.rows]  # type: ignore[union-attr]  # a process sends lengths
+        sent: list[tuple[list[int], _Tally]] = _gather(conns, children)  # each line's length, in bytes
+        tallies = [tally for _, tally in sent]
+        lengths = [n for each, _ in sent for n in each]
         head = report.header().encode()
         starts = list(accumulate(map(lengths.__getitem__, order), initial=len(head)))
         with out.open("wb") as f:
@@ -241,7 +241,7 @@ def _workers(
         where = list(map(starts.__getitem__, rank))
         k = 0
         for conn, tally in zip(conns, tallies, strict=True):
-            n = len(tally.rows)  # type: ignore[arg-type]
+            n = tally.rows
             conn.send(where[k : k + n])
             k += n
         _gather(conns, children)  # each has written its lines
@@ -259,7 +259,7 @@ def _workers(
         sums |= t.sums
         holdings |= t.holdings
     warnings = _merged([t.warnings for t in tallies], [t.warning_keys for t in tallies])
-    return _Tally(lengths, sums, warnings, [], holdings)
+    return _Tally(len(lengths), sums, warnings, [], holdings)
 
 
 def _gather(conns: list[Connection], children: list[BaseProcess]) -> list[Any]:
@@ -308,15 +308,14 @@ def _own_child(
         disposals, keys = _kept(engine, result, year)
         conn.send(keys)
         lines = _encoded_lines(disposals)
-        conn.send(
-            _Tally(
-                list(map(len, lines)),
-                report.sums(disposals),
-                result.warnings,
-                engine.warning_keys,
-                result.holdings,  # type: ignore[arg-type]  # scaled ints
-            )
+        tally = _Tally(
+            len(lines),
+            report.sums(disposals),
+            result.warnings,
+            engine.warning_keys,
+            result.holdings,  # type: ignore[arg-type]  # scaled ints
         )
+        conn.send((list(map(len, lines)), tally))
         places: list[int] = conn.recv()
         if lines:
             with out.open("r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
