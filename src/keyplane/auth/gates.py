@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import limits
 from limits.storage import MemoryStorage, RedisStorage
@@ -134,8 +134,16 @@ class _SweptMemoryStorage(MemoryStorage):
         self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
-# A limit as the in-process gate uses it: (the limits item, its amount, its window in seconds).
-_Limit = tuple[limits.RateLimitItem, int, float]
+class _Limit(NamedTuple):
+    """A limit as the in-process gate uses it, read once from its ``limits`` item."""
+
+    item: limits.RateLimitItem
+    amount: int
+    window_s: float
+
+    @classmethod
+    def of(cls, item: limits.RateLimitItem) -> _Limit:
+        return cls(item, item.amount, float(item.get_expiry()))
 
 
 class MemoryGate:
@@ -152,10 +160,10 @@ class MemoryGate:
         # Read once for the per-request path: each limit's amount and window, and limits' key
         # names for each API key and client IP (limits builds the name anew on every call).
         p = self.policy
-        self._per_key = (p.per_key, p.per_key.amount, float(p.per_key.get_expiry()))
-        self._per_ip = (p.per_ip, p.per_ip.amount, float(p.per_ip.get_expiry()))
-        self._public = (p.public_ip, p.public_ip.amount, float(p.public_ip.get_expiry()))
-        self._failures = (p.failures, p.failures.amount, float(p.failures.get_expiry()))
+        self._per_key = _Limit.of(p.per_key)
+        self._per_ip = _Limit.of(p.per_ip)
+        self._public = _Limit.of(p.public_ip)
+        self._failures = _Limit.of(p.failures)
         self._names: dict[tuple[str, str], str] = {}
 
     def _replay(self, token: str, ttl_s: float) -> bool:
@@ -198,12 +206,12 @@ class MemoryGate:
         if name is None:
             if len(self._names) >= _MAX_TRACKED:
                 self._names.clear()
-            name = self._names[kind, ident] = limit[0].key_for(kind, ident)
+            name = self._names[kind, ident] = limit.item.key_for(kind, ident)
         counts, ends = self.storage.storage, self.storage.expirations
         end = ends.get(name, 0.0)
         if end <= now:  # no window yet, or it ended: a new one
             counts[name] = cost
-            ends[name] = end = now + limit[2]
+            ends[name] = end = now + limit.window_s
             return cost, end - now
         used = counts[name] = counts[name] + cost
         return used, end - now
@@ -215,25 +223,25 @@ class MemoryGate:
         if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s):
             raise ReplayDetected("this signed request was already accepted once: sign each request anew")
         used, reset = self._hit(self._per_key, "key", key_id, rule.weight)
-        if used > self._per_key[1]:
-            raise self.policy.rejection(self._per_key[0], used, reset, rule, "by this API key")
+        if used > self._per_key.amount:
+            raise self.policy.rejection(self._per_key.item, used, reset, rule, "by this API key")
         ip_used, ip_reset = self._hit(self._per_ip, "ip", client_ip, rule.weight)
-        if ip_used > self._per_ip[1]:
-            raise self.policy.rejection(self._per_ip[0], ip_used, ip_reset, rule, "from this IP")
-        return Admission(self._per_key[1], used, max(0, math.ceil(reset)))
+        if ip_used > self._per_ip.amount:
+            raise self.policy.rejection(self._per_ip.item, ip_used, ip_reset, rule, "from this IP")
+        return self.policy.admission(used, reset)
 
     async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
         used, reset = self._hit(self._public, "public", client_ip, rule.weight)
-        if used > self._public[1]:
-            raise self.policy.rejection(self._public[0], used, reset, rule, "from this IP")
-        return Admission(self._public[1], used, max(0, math.ceil(reset)))
+        if used > self._public.amount:
+            raise self.policy.rejection(self._public.item, used, reset, rule, "from this IP")
+        return Admission(self._public.amount, used, max(0, math.ceil(reset)))
 
     def locked_out(self, client_ip: str) -> float:
         return self.lockouts.left(client_ip)
 
     def note_failure(self, client_ip: str) -> None:
         failures, _ = self._hit(self._failures, "fail", client_ip, 1)
-        if failures >= self._failures[1]:
+        if failures >= self._failures.amount:
             self.lockouts.lock(client_ip, self.policy.lockout_s)
 
     async def close(self) -> None:
