@@ -279,6 +279,25 @@ def _ledger_of(path: Path, trades: list[Trade], transfers: list[Transfer]) -> No
         lg.add_transfers(transfers)
 
 
+def _one_and_split(tmp: Path, method: str = "fifo", year: int | None = None) -> tuple[reporter.Report, reporter.Report]:
+    """The report of ``tmp / "l.sqlite"`` made in one process (``one.csv``) and split over several
+    (``split.csv``), once the two files are found byte for byte the same."""
+    one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, year=year, parallel_events=10**9)
+    split = reporter.make(tmp / "l.sqlite", tmp / "split.csv", method=method, year=year, parallel_events=1)
+    assert (tmp / "one.csv").read_bytes() == (tmp / "split.csv").read_bytes()
+    return one, split
+
+
+def _as_the_decimal_engine_writes(tmp: Path, method: str, year: int | None, done: reporter.Report) -> None:
+    """The ``Decimal`` engine writes the same figures, summary and holdings as ``done`` (``split.csv``)."""
+    with Ledger(tmp / "l.sqlite") as lg:
+        want = compute(lg.trades(), lg.transfers(), method=method)
+    report.write(tmp / "dec.csv", report.in_year(want.disposals, year))
+    assert _values(tmp / "split.csv") == _values(tmp / "dec.csv")
+    assert (tmp / "split.summary.csv").read_bytes() == (tmp / "dec.summary.csv").read_bytes()
+    assert done.holdings == want.holdings
+
+
 @pytest.mark.parametrize("method", METHODS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories(max_places=12), year=st.sampled_from([None, 2024]))
@@ -287,18 +306,10 @@ def test_two_processes_write_what_one_writes(
 ) -> None:
     tmp = tmp_path_factory.mktemp("r")
     _ledger_of(tmp / "l.sqlite", *history)
-    one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, year=year, parallel_events=10**9)
-    two = reporter.make(tmp / "l.sqlite", tmp / "two.csv", method=method, year=year, parallel_events=1)
-    assert (tmp / "one.csv").read_bytes() == (tmp / "two.csv").read_bytes()
-    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "two.summary.csv").read_bytes()
-    assert (one.rows, one.warnings, one.holdings) == (two.rows, two.warnings, two.holdings)
-    # And the Decimal engine writes the same figures.
-    with Ledger(tmp / "l.sqlite") as lg:
-        want = compute(lg.trades(), lg.transfers(), method=method)
-    report.write(tmp / "dec.csv", report.in_year(want.disposals, year))
-    assert _values(tmp / "one.csv") == _values(tmp / "dec.csv")
-    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "dec.summary.csv").read_bytes()
-    assert one.holdings == want.holdings
+    one, split = _one_and_split(tmp, method, year)
+    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "split.summary.csv").read_bytes()
+    assert (one.rows, one.warnings, one.holdings) == (split.rows, split.warnings, split.holdings)
+    _as_the_decimal_engine_writes(tmp, method, year, one)
 
 
 def test_names_that_need_quoting_are_quoted_by_both_paths(tmp_path: Path) -> None:
@@ -308,10 +319,8 @@ def test_names_that_need_quoting_are_quoted_by_both_paths(tmp_path: Path) -> Non
         Trade("b", "3", T0 + 2, "ETH", "USDT", "sell", D("0.5"), D(80)),
     ]
     _ledger_of(tmp_path / "l.sqlite", trades, [])
-    reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
-    reporter.make(tmp_path / "l.sqlite", tmp_path / "two.csv", parallel_events=1)
+    _one_and_split(tmp_path)
     report.write(tmp_path / "dec.csv", compute(trades).disposals)
-    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "dec.csv").read_bytes()
     assert '"desk, ""main"""' in (tmp_path / "one.csv").read_text()
 
@@ -356,18 +365,10 @@ def test_with_only_usual_trades_each_process_reads_and_walks_its_own_assets(
         assert lg.only_usual_trades("USDT")
         plan = reporter._own_plan(lg, 1)
         assert (plan is not None) == (len({t.base for t in trades}) > 1)
-    one = reporter.make(tmp / "l.sqlite", tmp / "one.csv", method=method, year=year, parallel_events=10**9)
-    many = reporter.make(tmp / "l.sqlite", tmp / "many.csv", method=method, year=year, parallel_events=1)
-    assert (tmp / "one.csv").read_bytes() == (tmp / "many.csv").read_bytes()
-    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "many.summary.csv").read_bytes()
-    assert (one.rows, one.warnings, one.holdings) == (many.rows, many.warnings, many.holdings)
-    # And the Decimal engine writes the same figures.
-    with Ledger(tmp / "l.sqlite") as lg:
-        want = compute(lg.trades(), lg.transfers(), method=method)
-    report.write(tmp / "dec.csv", report.in_year(want.disposals, year))
-    assert _values(tmp / "many.csv") == _values(tmp / "dec.csv")
-    assert (tmp / "many.summary.csv").read_bytes() == (tmp / "dec.summary.csv").read_bytes()
-    assert many.holdings == want.holdings
+    one, split = _one_and_split(tmp, method, year)
+    assert (tmp / "one.summary.csv").read_bytes() == (tmp / "split.summary.csv").read_bytes()
+    assert (one.rows, one.warnings, one.holdings) == (split.rows, split.warnings, split.holdings)
+    _as_the_decimal_engine_writes(tmp, method, year, split)
 
 
 def test_more_assets_than_processes_are_grouped_by_their_number_of_trades(
@@ -385,10 +386,8 @@ def test_more_assets_than_processes_are_grouped_by_their_number_of_trades(
         assert plan is not None
         assert sorted(plan.groups) == [("BTC", "ADA"), ("ETH", "SOL")]  # 6 and 5 trades
         assert reporter._own_plan(lg, len(trades) + 1) is None  # too small to split
-    one = reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
-    two = reporter.make(tmp_path / "l.sqlite", tmp_path / "two.csv", parallel_events=1)
-    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
-    assert one.holdings == two.holdings == {"BTC": D(5), "ETH": D(3), "SOL": D(2), "ADA": D(1)}
+    one, split = _one_and_split(tmp_path)
+    assert one.holdings == split.holdings == {"BTC": D(5), "ETH": D(3), "SOL": D(2), "ADA": D(1)}
 
 
 def test_names_that_need_quoting_are_written_alike_by_the_processes_of_each_asset(tmp_path: Path) -> None:
@@ -404,9 +403,7 @@ def test_names_that_need_quoting_are_written_alike_by_the_processes_of_each_asse
     _ledger_of(tmp_path / "l.sqlite", trades, [])
     with Ledger(tmp_path / "l.sqlite") as lg:
         assert reporter._own_plan(lg, 1) is not None
-    one = reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
-    split = reporter.make(tmp_path / "l.sqlite", tmp_path / "split.csv", parallel_events=1)
-    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "split.csv").read_bytes()
+    one, split = _one_and_split(tmp_path)
     assert one.rows == split.rows == 15
     rows = list(csv.DictReader(io.StringIO((tmp_path / "split.csv").read_text(), newline="")))
     assert len(rows) == 15
@@ -458,9 +455,7 @@ def test_anything_that_reads_a_price_is_not_usual(tmp_path: Path, extra: Trade |
         else:
             assert plan is None
     # Then the whole ledger is read in one piece, as for a small ledger.
-    one = reporter.make(tmp_path / "l.sqlite", tmp_path / "one.csv", parallel_events=10**9)
-    split = reporter.make(tmp_path / "l.sqlite", tmp_path / "split.csv", parallel_events=1)
-    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "split.csv").read_bytes()
+    one, split = _one_and_split(tmp_path)
     assert (tmp_path / "one.summary.csv").read_bytes() == (tmp_path / "split.summary.csv").read_bytes()
     assert (one.rows, one.warnings, one.holdings) == (split.rows, split.warnings, split.holdings) != (0, [], {})
     assert not list(tmp_path.glob(".*.tmp"))
