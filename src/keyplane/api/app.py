@@ -15,10 +15,11 @@ from keyplane import __version__
 from keyplane.api import binance, console, errors, native
 from keyplane.audit.failures import FailureRecorder, flush_failures, flush_once
 from keyplane.auth.broadcast import KeyChangePublisher, SubscriberStatus, subscribe_changes
-from keyplane.auth.gates import build_gate
+from keyplane.auth.gates import MemoryGate, build_gate
 from keyplane.auth.keycache import KeyCache, UsageRecorder, flush_usage, poll_changes
 from keyplane.auth.middleware import SignedRequestMiddleware
 from keyplane.auth.pipeline import Authenticator
+from keyplane.auth.replaylog import ReplayLog
 from keyplane.auth.routes import RouteTable
 from keyplane.errors import ServiceUnavailable
 from keyplane.services import Services, build_services
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     cache = KeyCache(services.keys.load_record, max_staleness_s=settings.key_cache_max_staleness_s)
     usage = UsageRecorder()
     gate = build_gate(settings)
+    # One node without Redis: its replay tokens must outlive a restart (auth/replaylog.py).
+    replay_log = ReplayLog(settings.data_dir / "replay", gate) if isinstance(gate, MemoryGate) else None
     failures = FailureRecorder(settings.audit_failure_window_s)
     authenticator = Authenticator(settings, cache, gate=gate, usage=usage, on_failure=failures)
     services.keys.listeners.append(cache.evict)
@@ -74,6 +77,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if replay_log is not None:
+            replay_log.open()
         tasks = [
             asyncio.create_task(poll_changes(cache, services.keys.changed_since, settings.key_cache_poll_s)),
             asyncio.create_task(flush_usage(usage, services.keys.record_usage, settings.last_used_flush_s)),
@@ -94,6 +99,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 await flush_once(failures, services.db)
             with contextlib.suppress(Exception):
                 await gate.close()
+            if replay_log is not None:
+                replay_log.close()
             for closer in state.get("closers", []):
                 with contextlib.suppress(Exception):
                     closer()

@@ -28,9 +28,18 @@ class RequestGate(Protocol):
     # True when the gate answers from memory: the pipeline then calls :meth:`admit_now` and spares
     # the request a coroutine. A gate that does I/O (Redis) sets it False and is awaited instead.
     in_process: bool
+    # Epoch seconds: a request signed before this can't be checked against the replay tokens seen
+    # before this process started, so the pipeline refuses it where a replay check applies.
+    replay_since_s: float
 
     def admit_now(
-        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+        self,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         """:meth:`admit`, synchronously, for a caller that has just checked :meth:`locked_out`; only
         called when ``in_process`` is True."""
@@ -44,9 +53,12 @@ class RequestGate(Protocol):
         rule: RouteRule,
         replay_token: str | None,
         replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         """Admit the request or raise: a replayed token (ReplayDetected), a limit hit (RateLimited),
-        or a dependency down (AuthUnavailable). ``replay_token`` is None when no replay check applies."""
+        or a dependency down (AuthUnavailable). ``replay_token`` is None when no replay check applies.
+        A token is accepted once, or, with ``repeatable_as``, again only with the same value of it
+        (a read repeated on its own route), never after a use with another."""
         ...
 
     async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
@@ -67,9 +79,16 @@ _UNTRACKED = Admission()
 
 class OpenGate:
     in_process = True
+    replay_since_s = 0.0
 
     def admit_now(
-        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+        self,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         return _UNTRACKED
 
@@ -81,6 +100,7 @@ class OpenGate:
         rule: RouteRule,
         replay_token: str | None,
         replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         return _UNTRACKED
 

@@ -2,8 +2,10 @@
 
 Both do the same four things, with the ``limits`` library's fixed-window counters:
 
-- **replay guard**: a token (an httpsig nonce, or a binance signature on a state-changing request)
-  is accepted once per key within its TTL;
+- **replay guard**: a token (an httpsig nonce, or the bytes of a binance signature) is remembered
+  per key within its TTL, with what it may repeat as: a state-changing request's token is accepted
+  once, a read's token again only on the same method and route (a client may repeat a read, but
+  never turn a read's signature into a cancel);
 - **rate limits** per API key and per client IP, where a route costs its ``RouteRule.weight``;
 - a rate limit per client IP on public (unsigned) routes;
 - **temporary lockout**: ``lockout_failures`` failed authentications from one IP within
@@ -44,13 +46,18 @@ log = logging.getLogger("keyplane.auth")
 _MAX_TRACKED = 100_000  # bound on replay tokens / lockouts held in memory
 
 # KEYS: lockout, replay token ("" when none), key counter, IP counter
-# ARGV: replay TTL in ms ("0" = no replay check), weight, key window (s), IP window (s)
+# ARGV: replay TTL in ms ("0" = no replay check), weight, key window (s), IP window (s),
+#       what the token may repeat as ("" = nothing: it is accepted once)
 # Returns {-1, lockout ms left} | {-2} (replayed) | {key used, IP used, key window ms left}
 _ADMIT_LUA = """
 local lock = redis.call('pttl', KEYS[1])
 if lock > 0 then return {-1, lock} end
 if ARGV[1] ~= '0' then
-  if not redis.call('set', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {-2} end
+  local bound = ARGV[5]
+  if bound == '' then bound = '!' end
+  if not redis.call('set', KEYS[2], bound, 'NX', 'PX', ARGV[1]) then
+    if ARGV[5] == '' or redis.call('get', KEYS[2]) ~= ARGV[5] then return {-2} end
+  end
 end
 local amount = tonumber(ARGV[2])
 local used = redis.call('incrby', KEYS[3], amount)
@@ -154,7 +161,11 @@ class MemoryGate:
         self.storage = _SweptMemoryStorage()
         self._next_sweep = 0.0
         self._clock = clock
-        self._tokens: dict[str, float] = {}
+        # token -> (what it may repeat as, "" for nothing; monotonic expiry)
+        self._tokens: dict[str, tuple[str, float]] = {}
+        # Epoch seconds: requests signed before this cannot be checked against the tokens a
+        # previous process saw (see auth/replaylog.py); 0 when this gate has seen them all.
+        self.replay_since_s = 0.0
         self._next_purge = 0.0
         self.lockouts = _Lockouts(clock)
         # Read once for the per-request path: each limit's amount and window, and limits' key
@@ -166,17 +177,30 @@ class MemoryGate:
         self._failures = _Limit.of(p.failures)
         self._names: dict[tuple[str, str], str] = {}
 
-    def _replay(self, token: str, ttl_s: float) -> bool:
-        """True if ``token`` was seen within its TTL; otherwise remember it."""
+    def _replay(self, token: str, ttl_s: float, repeatable_as: str | None) -> bool:
+        """True if ``token`` was seen within its TTL and may not be used again as ``repeatable_as``
+        (None: a single use); otherwise remember it."""
         now = self._clock()
-        if now >= self._next_purge or len(self._tokens) >= _MAX_TRACKED:
-            self._tokens = {k: v for k, v in self._tokens.items() if v > now}
+        if now >= self._next_purge:
+            self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
             self._next_purge = now + 1.0
-        until = self._tokens.get(token)
-        if until is not None and until > now:
-            return True
-        self._tokens[token] = now + ttl_s
+        seen = self._tokens.get(token)
+        if seen is not None and seen[1] > now:
+            return repeatable_as is None or seen[0] != repeatable_as
+        self._tokens[token] = (repeatable_as or "", now + ttl_s)
         return False
+
+    def snapshot(self) -> list[tuple[str, str, float]]:
+        """Every live replay token as (token, what it may repeat as, epoch-second expiry)."""
+        now, wall = self._clock(), time.time()
+        return [(k, bound, wall + until - now) for k, (bound, until) in self._tokens.items() if until > now]
+
+    def restore(self, tokens: list[tuple[str, str, float]]) -> None:
+        """Take back the tokens of :meth:`snapshot`, from a previous process."""
+        now, wall = self._clock(), time.time()
+        for token, bound, expires in tokens:
+            if expires > wall:
+                self._tokens[token] = (bound, now + expires - wall)
 
     in_process = True
 
@@ -188,10 +212,11 @@ class MemoryGate:
         rule: RouteRule,
         replay_token: str | None,
         replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         if (left := self.lockouts.left(client_ip)) > 0:
             raise IpLockedOut(left)
-        return self.admit_now(key_id, client_ip, rule, replay_token, replay_ttl_s)
+        return self.admit_now(key_id, client_ip, rule, replay_token, replay_ttl_s, repeatable_as)
 
     def _hit(self, limit: _Limit, kind: str, ident: str, cost: int) -> tuple[int, float]:
         """Add ``cost`` to ``ident``'s counter of ``limit`` (``self._per_key`` and the like) in
@@ -217,10 +242,16 @@ class MemoryGate:
         return used, end - now
 
     def admit_now(
-        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+        self,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         """:meth:`admit` for a caller that has just checked :meth:`locked_out` (the pipeline)."""
-        if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s):
+        if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s, repeatable_as):
             raise ReplayDetected("this signed request was already accepted once: sign each request anew")
         used, reset = self._hit(self._per_key, "key", key_id, rule.weight)
         if used > self._per_key.amount:
@@ -275,8 +306,17 @@ class RedisGate:
     def _counter(self, item: limits.RateLimitItem, *ids: str) -> str:
         return f"{self.limits_prefix}:{item.key_for(*ids)}"
 
+    # Redis keeps the tokens across restarts of any node.
+    replay_since_s = 0.0
+
     def admit_now(
-        self, key_id: str, client_ip: str, rule: RouteRule, replay_token: str | None, replay_ttl_s: float
+        self,
+        key_id: str,
+        client_ip: str,
+        rule: RouteRule,
+        replay_token: str | None,
+        replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         raise NotImplementedError("RedisGate answers over the network: await admit()")
 
@@ -301,6 +341,7 @@ class RedisGate:
         rule: RouteRule,
         replay_token: str | None,
         replay_ttl_s: float,
+        repeatable_as: str | None = None,
     ) -> Admission:
         if (left := self.lockouts.left(client_ip)) > 0:
             raise IpLockedOut(left)
@@ -315,7 +356,7 @@ class RedisGate:
                 self._counter(p.per_key, "key", key_id),
                 self._counter(p.per_ip, "ip", client_ip),
             ],
-            [replay_ms, rule.weight, p.per_key.get_expiry(), p.per_ip.get_expiry()],
+            [replay_ms, rule.weight, p.per_key.get_expiry(), p.per_ip.get_expiry(), repeatable_as or ""],
         )
         if int(result[0]) == -1:
             self.lockouts.lock(client_ip, int(result[1]) / 1000.0)

@@ -1,8 +1,9 @@
 """Verifying a native (RFC 9421) request: the same checks as the binance dialect, same order.
 
     IP lockout -> Signature-Input/Signature parse -> key format -> key lookup (cache) -> status/expiry
-    -> IP allowlist -> created window -> algorithm fits the key -> signature base -> Content-Digest
-    -> signature -> replay (nonce) + rate limits (one gate call) -> scope -> symbol
+    -> IP allowlist -> created window (and the restart cut-off) -> algorithm fits the key
+    -> signature base -> Content-Digest -> signature -> scope -> symbol
+    -> replay (nonce) + rate limits (one gate call)
 
 The middleware calls :meth:`HttpSigAuthenticator.authenticate` for routes marked
 ``@signed(..., dialect="httpsig")``. Key state, IP, scope, the gate and usage are the
@@ -86,12 +87,16 @@ class HttpSigAuthenticator:
         a.check_key_state(rec, now_s)
         a.check_ip(rec, client_ip)
         httpsig.check_created(req, now_s, self.past_s, self.future_s)
+        # Every nonce is single-use, reads included: one signed before a restart can't be checked.
+        a.check_replay_window(float(req.created), float(self.future_s))
         httpsig.check_algorithm(req, rec.key_type)
         target = _target(scope, headers)
         base = httpsig.signature_base(req, target)
         if body or "content-digest" in req.components:
             httpsig.verify_content_digest(headers.get("content-digest"), body)
         _verify(rec, base, req.signature, now_s)
+        params = dict(parse_qsl(target.query, keep_blank_values=True)) if rule.symbol_restricted else {}
+        a.check_scope(rec, rule, params)
         try:
             admission = await a.gate.admit(
                 key_id=key_id,
@@ -103,7 +108,5 @@ class HttpSigAuthenticator:
             )
         except ReplayDetected as e:
             raise NonceReused("this nonce was already used with this key: every request needs a fresh nonce") from e
-        params = dict(parse_qsl(target.query, keep_blank_values=True)) if rule.symbol_restricted else {}
-        a.check_scope(rec, rule, params)
         a.usage.touch(key_id, now_s, client_ip)
         return AuthContext(rec, params, client_ip, rule, "httpsig", admission)

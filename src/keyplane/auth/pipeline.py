@@ -1,16 +1,22 @@
 """The verification pipeline: every check a signed request passes, cheapest first.
 
-    key header format/checksum -> parse -> key lookup (cache) -> status/expiry -> IP allowlist
-    -> timestamp window -> signature -> replay + rate limits (one gate call) -> scope -> symbol
+    IP lockout -> key header format/checksum -> parse -> key lookup (cache) -> status/expiry
+    -> IP allowlist -> timestamp window (and the restart cut-off) -> signature -> scope -> symbol
+    -> replay + rate limits (one gate call)
 
 A request is rejected before any expensive work (a cache miss, an Ed25519 verify, a Redis round trip)
 if a cheaper check already fails. Each rejection is an :class:`AuthError` subclass with its own code.
+Scope comes before the gate, so a request the key may not make spends no rate-limit weight and
+leaves no replay token behind (its corrected retry is not answered "replayed").
 
-:meth:`Authenticator.authenticate_binance_cached` is the per-request path for a cached key and an
-in-process gate (no I/O, so no coroutine); :meth:`Authenticator.authenticate_binance` takes any
-request (a cache miss, a Redis gate). Both run :meth:`Authenticator.verify_binance`, where each check
-is an inline test of the common case and the ``check_*`` method that builds the precise rejection
-runs only when that test does not pass; the ``check_*`` methods are also what the other dialects use.
+For the Binance dialect, :meth:`Authenticator.check_binance` is the one place the checks after the
+key lookup run. :meth:`Authenticator.authenticate_binance_cached` runs it without a coroutine when
+the key is cached and the gate answers from memory; :meth:`Authenticator.authenticate_binance` takes
+any request (a cache miss, a Redis gate). The ``check_*`` methods are what the other dialects use.
+
+The replay token is the decoded signature's bytes, never its spelling. A token first seen on a
+state-changing request is accepted once; a read's token may be repeated on the same method and
+route only, so a read's signature never becomes a cancel.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class AuthContext:
     rule: RouteRule
     dialect: str
     admission: Admission | None = None
+    # Epoch seconds after which the client no longer expects the request to take effect (its
+    # timestamp plus recvWindow): the exchange checks it again before an order reaches the book.
+    not_after_s: float | None = None
 
 
 class FailureSink(Protocol):
@@ -162,13 +171,27 @@ class Authenticator:
             )
 
     @staticmethod
-    def check_binance_signature(rec: KeyRecord, payload: bytes, signature: str, now_s: float) -> None:
-        decode = binance.decode_hex if rec.key_type == "hmac" else binance.decode_base64
-        sig = decode(signature)
+    def check_signature(rec: KeyRecord, payload: bytes, signature: bytes, now_s: float) -> None:
+        """Verify ``signature`` over ``payload`` with any of the key's current credentials."""
         for v in rec.verifiers:
-            if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(payload, sig):
+            if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(payload, signature):
                 return
         Authenticator.reject_signature(rec)
+
+    def check_replay_window(self, signed_at_s: float, future_s: float) -> None:
+        """Refuse a request that a previous process may have accepted already.
+
+        After an unclean stop the previous process's replay tokens are lost (auth/replaylog.py),
+        and it accepted requests signed up to ``future_s`` (the dialect's tolerance for a clock
+        ahead) after the moment it died: any request signed before this process started, plus that
+        tolerance, is refused rather than possibly accepted twice. Only for ~1 s after such a start."""
+        since = self.gate.replay_since_s
+        if signed_at_s < since + future_s:
+            raise E.TimestampOutsideWindow(
+                "this request was signed before the server restarted at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}, so it cannot be checked "
+                "for replay: sign it again with a fresh timestamp"
+            )
 
     @staticmethod
     def reject_signature(rec: KeyRecord) -> NoReturn:
@@ -204,35 +227,38 @@ class Authenticator:
             raise E.KeyUnknown(f"API key {keyformat.mask(key_id)} does not exist on this server")
         return rec
 
-    def verify_binance(self, rec: KeyRecord, req: binance.BinanceRequest, client_ip: str | None, now_s: float) -> None:
-        """Every check between the key lookup and the request gate: status and expiry, IP allowlist,
-        timestamp window, signature. Each is an inline test of the common case; the ``check_*``
-        method, which builds the precise rejection, runs only when that test does not pass."""
+    def check_binance(
+        self, rec: KeyRecord, req: binance.BinanceRequest, method: str, rule: RouteRule, client_ip: str | None
+    ) -> tuple[str, str | None, float, float]:
+        """Every Binance-dialect check between the key lookup and the gate: status and expiry, IP
+        allowlist, timestamp window, signature, scope. Returns what the gate needs: the replay
+        token (the signature's bytes), what it may repeat as (None: once) and its TTL; and the
+        time the checks ran at."""
+        now_s = self.clock()
         if not (
-            rec.status == "active"
-            and rec.verifiers
-            and (rec.expires_ts is None or now_s < rec.expires_ts)
+            now_s < rec.usable_until
             and (rec.idle_s is None or now_s - self.usage.last_seen.get(rec.public_id, 0.0) < rec.idle_s)
         ):
             self.check_key_state(rec, now_s)
         if rec.restrictions.ip_allowlist:
             self.check_ip(rec, client_ip)
         ahead_ms = req.timestamp_ms - now_s * 1000.0
-        if ahead_ms >= self.settings.future_tolerance_ms or -ahead_ms > req.recv_window_ms:
+        if ahead_ms >= self._future_ms or -ahead_ms > req.recv_window_ms:
             self.check_timestamp(req.timestamp_ms, req.recv_window_ms, now_s)
-        if rec.key_type == "hmac":
-            try:
-                mac = bytes.fromhex(req.signature)
-            except ValueError:
-                mac = b""
-            if len(mac) != 32 or len(req.signature) != 64:
-                binance.decode_hex(req.signature)  # raises the precise encoding error
-            for v in rec.verifiers:
-                if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(req.payload, mac):
-                    return
-            self.reject_signature(rec)
-        else:
-            self.check_binance_signature(rec, req.payload, req.signature, now_s)
+        changing = method in _STATE_CHANGING
+        if changing and req.timestamp_ms < self.gate.replay_since_s * 1000.0 + self._future_ms:
+            self.check_replay_window(req.timestamp_ms / 1000.0, self._future_ms / 1000.0)
+        sig = binance.decode_hex(req.signature) if rec.key_type == "hmac" else binance.decode_base64(req.signature)
+        self.check_signature(rec, req.payload, sig, now_s)
+        if (rule.scope is not None and rule.scope not in rec.scopes) or (
+            rule.symbol_restricted and rec.restrictions.symbols
+        ):
+            self.check_scope(rec, rule, req.params)
+        ttl_s = (req.recv_window_ms + self._future_ms) / 1000.0
+        return sig.hex(), None if changing else f"{method} {rule.name}", ttl_s, now_s
+
+    def _parse_binance(self, raw_query: bytes, raw_body: bytes) -> binance.BinanceRequest:
+        return binance.parse(raw_query, raw_body, self._recv_window_default, self._recv_window_max)
 
     def authenticate_binance_cached(
         self,
@@ -245,79 +271,20 @@ class Authenticator:
     ) -> AuthContext | None:
         """The whole Binance-dialect pipeline without a coroutine, for the common case: the key is in
         a fresh cache and the gate answers from memory. Returns None, having checked nothing, when
-        that is not so; then :meth:`authenticate_binance` takes the request.
-
-        This is :meth:`verify_binance` and the steps around it written out on locals: it runs once
-        per signed request, and each attribute load and call shows in its cost."""
+        that is not so; then :meth:`authenticate_binance` takes the request."""
         if not api_key_header or not self.gate.in_process:
             return None
         rec = self.cache.hot(api_key_header)
         if rec is None:
             return None
         ip_key = client_ip or "-"
-        gate = self.gate
-        if (left := gate.locked_out(ip_key)) > 0:
+        if (left := self.gate.locked_out(ip_key)) > 0:
             raise IpLockedOut(left)
-        # binance.parse, with its fast path and the common timestamp and recvWindow written out here;
-        # any other request goes through parse itself, which reads it or names what is wrong.
-        fast = binance.split_fast(raw_query, raw_body)
-        if fast is not None:
-            params, payload, signature = fast
-            ts_text, rw_text = params.get("timestamp"), params.get("recvWindow")
-            if ts_text is not None and ts_text.isdigit() and len(ts_text) < 16:  # ASCII here: 0-9
-                timestamp_ms: float = int(ts_text)
-                if rw_text is None:
-                    recv_window_ms: float = self._recv_window_default
-                elif rw_text.isdigit() and len(rw_text) < 7:
-                    recv_window_ms = int(rw_text)
-                    if not 0 < recv_window_ms <= self._recv_window_max:
-                        fast = None
-                else:
-                    fast = None
-            else:
-                fast = None
-        if fast is None:
-            params, payload, signature, timestamp_ms, recv_window_ms = binance.parse(
-                raw_query, raw_body, self._recv_window_default, self._recv_window_max
-            )
-        now_s = self.clock()
-        key_id = rec.public_id
-        if not (
-            now_s < rec.usable_until
-            and (rec.idle_s is None or now_s - self.usage.last_seen.get(key_id, 0.0) < rec.idle_s)
-        ):
-            self.check_key_state(rec, now_s)
-        if rec.restrictions.ip_allowlist:
-            self.check_ip(rec, client_ip)
-        ahead_ms = timestamp_ms - now_s * 1000.0
-        if ahead_ms >= self._future_ms or -ahead_ms > recv_window_ms:
-            self.check_timestamp(timestamp_ms, recv_window_ms, now_s)
-        if rec.key_type == "hmac" and len(signature) == 64:
-            try:
-                mac = bytes.fromhex(signature)
-            except ValueError:
-                mac = b""
-            for v in rec.verifiers:
-                if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(payload, mac):
-                    break
-            else:
-                self.check_binance_signature(rec, payload, signature, now_s)  # raises the precise error
-        else:
-            self.check_binance_signature(rec, payload, signature, now_s)
-        # The same signature on a state-changing request is accepted once within its recvWindow.
-        admission = gate.admit_now(
-            key_id,
-            ip_key,
-            rule,
-            signature.lower() if method in _STATE_CHANGING else None,
-            (recv_window_ms + self._future_ms) / 1000.0,
-        )
-        if (rule.scope is not None and rule.scope not in rec.scopes) or (
-            rule.symbol_restricted and rec.restrictions.symbols
-        ):
-            self.check_scope(rec, rule, params)
-        self.usage.touch(key_id, now_s, client_ip)
-        return AuthContext(rec, params, client_ip, rule, "binance", admission)
+        req = self._parse_binance(raw_query, raw_body)
+        token, repeatable_as, ttl_s, now_s = self.check_binance(rec, req, method, rule, client_ip)
+        admission = self.gate.admit_now(rec.public_id, ip_key, rule, token, ttl_s, repeatable_as)
+        self.usage.touch(rec.public_id, now_s, client_ip)
+        return AuthContext(rec, req.params, client_ip, rule, "binance", admission, req.not_after_s)
 
     async def authenticate_binance(
         self,
@@ -341,23 +308,22 @@ class Authenticator:
         # A key in the cache is known to be well-formed, so its checksum is not checked again.
         cached = self.cache.hot(api_key_header) if api_key_header else None
         key_id = cached.public_id if cached is not None else self.check_key_format(api_key_header)
-        settings = self.settings
-        req = binance.parse(raw_query, raw_body, settings.recv_window_default_ms, settings.recv_window_max_ms)
+        req = self._parse_binance(raw_query, raw_body)
         rec = cached if cached is not None else await self.lookup(key_id)
-        now_s = self.clock()
-        self.verify_binance(rec, req, client_ip, now_s)
-        # The same signature on a state-changing request is accepted once within its recvWindow.
-        replay_token = req.signature.lower() if method in _STATE_CHANGING else None
-        replay_ttl_s = (req.recv_window_ms + settings.future_tolerance_ms) / 1000.0
+        token, repeatable_as, ttl_s, now_s = self.check_binance(rec, req, method, rule, client_ip)
         if gate.in_process:
-            admission = gate.admit_now(key_id, ip_key, rule, replay_token, replay_ttl_s)
+            admission = gate.admit_now(key_id, ip_key, rule, token, ttl_s, repeatable_as)
         else:
             admission = await gate.admit(
-                key_id=key_id, client_ip=ip_key, rule=rule, replay_token=replay_token, replay_ttl_s=replay_ttl_s
+                key_id=key_id,
+                client_ip=ip_key,
+                rule=rule,
+                replay_token=token,
+                replay_ttl_s=ttl_s,
+                repeatable_as=repeatable_as,
             )
-        self.check_scope(rec, rule, req.params)
         self.usage.touch(key_id, now_s, client_ip)
-        return AuthContext(rec, req.params, client_ip, rule, "binance", admission)
+        return AuthContext(rec, req.params, client_ip, rule, "binance", admission, req.not_after_s)
 
     def count_failure(self, error: E.AuthError, *, key_id: str | None, ip: str | None, route: str, method: str) -> None:
         self.failures[error.code] = self.failures.get(error.code, 0) + 1

@@ -67,11 +67,53 @@ def test_decode_hex_and_base64():
             binance.decode_hex(bad)
     raw = bytes(range(64))
     assert binance.decode_base64(quote(base64.b64encode(raw).decode(), safe="")) == raw
-    assert binance.decode_base64(base64.urlsafe_b64encode(raw).decode().rstrip("=")) == raw
     with pytest.raises(E.SignatureEncoding, match="64 bytes"):
         binance.decode_base64(base64.b64encode(b"short").decode())
     with pytest.raises(E.SignatureEncoding):
         binance.decode_base64("!!!!")
+
+
+# A signature whose base64 has "+", "/" and "=" in it, so that every spelling question arises.
+_RAW = bytes([0xFB, 0xEF, 0xFF] * 21 + [0xFB])
+_STD = base64.b64encode(_RAW).decode()
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        quote(_STD, safe=""),  # what ccxt, python-binance and requests send
+        quote(_STD, safe="").replace("%2B", "%2b").replace("%2F", "%2f").replace("%3D", "%3d"),
+        quote(_STD, safe="/"),  # an encoder that leaves "/" alone
+        quote(_STD, safe="/="),
+    ],
+)
+def test_base64_spellings_binance_documents_are_accepted(spelling):
+    assert "+" in _STD and "/" in _STD and "=" in _STD
+    assert binance.decode_base64(spelling) == _RAW
+
+
+def _last_char_bits_changed(text: str) -> str:
+    # 64 bytes leave 4 unused bits in the last character before "==": set one of them.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = text[-3]
+    return text[:-3] + alphabet[alphabet.index(last) ^ 1] + text[-2:]
+
+
+@pytest.mark.parametrize(
+    ("spelling", "why"),
+    [
+        (_STD, "raw '+'"),  # a form decoder reads it as a space
+        (base64.urlsafe_b64encode(_RAW).decode(), "URL-safe alphabet"),
+        (quote(_STD.rstrip("="), safe=""), "no padding"),
+        (quote(_last_char_bits_changed(_STD), safe=""), "non-canonical last character"),
+        (quote(_STD, safe="") + "%3D", "extra padding"),
+        ("%41" + quote("A" + _STD[1:], safe="")[1:], "another character percent-encoded"),
+        (quote(_STD, safe="").replace("%2B", " "), "a space"),
+    ],
+)
+def test_other_base64_spellings_are_refused(spelling, why):
+    with pytest.raises(E.SignatureEncoding):
+        binance.decode_base64(spelling)
 
 
 params = st.dictionaries(

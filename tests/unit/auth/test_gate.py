@@ -49,8 +49,10 @@ def make_gate(request, tmp_path):
     return lambda: RedisGate(settings)
 
 
-async def admit(gate, key="k1", ip="192.0.2.1", rule=BINANCE, token=None, ttl=5.0):
-    return await gate.admit(key_id=key, client_ip=ip, rule=rule, replay_token=token, replay_ttl_s=ttl)
+async def admit(gate, key="k1", ip="192.0.2.1", rule=BINANCE, token=None, ttl=5.0, repeatable_as=None):
+    return await gate.admit(
+        key_id=key, client_ip=ip, rule=rule, replay_token=token, replay_ttl_s=ttl, repeatable_as=repeatable_as
+    )
 
 
 def run_with(make_gate, body):
@@ -79,6 +81,49 @@ def test_replay_token_accepted_once_per_key(make_gate):
         await admit(gate)  # no token: no replay check
 
     run_with(make_gate, body)
+
+
+def test_a_repeatable_token_repeats_only_as_what_it_was(make_gate):
+    """A read's token may come again on its own method and route; never on another, nor once a
+    single-use request has taken it."""
+
+    async def body(gate):
+        for _ in range(3):
+            await admit(gate, token="read", repeatable_as="GET order")
+        with pytest.raises(ReplayDetected):
+            await admit(gate, token="read")  # the same signature as a cancel
+        with pytest.raises(ReplayDetected):
+            await admit(gate, token="read", repeatable_as="GET openOrders")
+        await admit(gate, token="read", repeatable_as="GET order")  # the read itself still repeats
+
+        await admit(gate, token="cancel")
+        with pytest.raises(ReplayDetected):
+            await admit(gate, token="cancel", repeatable_as="GET order")
+        await admit(gate, key="k2", token="read")  # per key
+
+    run_with(make_gate, body)
+
+
+def test_memory_gate_tokens_survive_a_snapshot(tmp_path):
+    async def body():
+        old = MemoryGate(_settings(tmp_path))
+        await admit(old, token="once")
+        await admit(old, token="read", repeatable_as="GET order")
+        await admit(old, token="gone", ttl=0.01)
+        await asyncio.sleep(0.02)
+        snap = old.snapshot()
+        assert {t for t, _, _ in snap} == {"k1:once", "k1:read"}
+        new = MemoryGate(_settings(tmp_path))
+        new.restore([*snap, ("k1:stale", "", time.time() - 1)])
+        with pytest.raises(ReplayDetected):
+            await admit(new, token="once")
+        with pytest.raises(ReplayDetected):
+            await admit(new, token="read")
+        await admit(new, token="read", repeatable_as="GET order")
+        await admit(new, token="stale")
+        await admit(new, token="gone")
+
+    asyncio.run(body())
 
 
 def test_replay_token_expires(make_gate):

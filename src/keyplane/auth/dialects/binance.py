@@ -9,11 +9,10 @@ Pure parsing: no cache, no database, no clock. :func:`parse` never decodes more 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import math
 from typing import NamedTuple
-from urllib.parse import unquote_plus, unquote_to_bytes
+from urllib.parse import unquote_plus
 
 from keyplane.auth.errors import (
     DuplicateParameter,
@@ -34,6 +33,11 @@ class BinanceRequest(NamedTuple):
     signature: str  # as received: hex for HMAC, percent-encoded base64 for Ed25519
     timestamp_ms: float
     recv_window_ms: float
+
+    @property
+    def not_after_s(self) -> float:
+        """Epoch seconds after which the client no longer expects the request to take effect."""
+        return (self.timestamp_ms + self.recv_window_ms) / 1000.0
 
 
 def _split(raw: str) -> tuple[str, list[str]]:
@@ -194,29 +198,37 @@ def decode_hex(signature: str) -> bytes:
     return raw
 
 
+# The only percent-escapes an Ed25519 signature needs: base64's "+", "/" and "=" (either hex case).
+_B64_ESCAPES = (("%2B", "+"), ("%2b", "+"), ("%2F", "/"), ("%2f", "/"), ("%3D", "="), ("%3d", "="))
+
+
 def decode_base64(signature: str) -> bytes:
-    """Percent-decode, then base64-decode (standard or URL-safe alphabet)."""
-    # Clients percent-encode exactly three characters of standard base64: undo those directly.
-    text = signature.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=") if "%" in signature else signature
-    if "%" not in text:
-        try:
-            raw = binascii.a2b_base64(text, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) == 64:
-            return raw
-    return _decode_base64_general(signature)
+    """The 64 bytes of an Ed25519 signature as Binance documents it: standard base64 with its
+    padding, then percent-encoded.
 
-
-def _decode_base64_general(signature: str) -> bytes:
-    text = unquote_to_bytes(signature).replace(b" ", b"+")
+    Exactly one spelling of each signature is accepted, up to percent-encoding (which a client may
+    apply to "/" and "=" or not, in either hex case): no URL-safe alphabet, no missing padding, no
+    non-zero unused bits in the last character, no raw "+" (which a form decoder reads as a space).
+    The replay guard keys on the decoded bytes in any case, so a respelling is never a new request.
+    """
+    if "+" in signature:
+        raise SignatureEncoding(
+            "an Ed25519 signature's '+' must be percent-encoded as %2B (a raw '+' reads as a space)"
+        )
+    text = signature
+    if "%" in text:
+        for escape, char in _B64_ESCAPES:
+            text = text.replace(escape, char)
+        if "%" in text:
+            raise SignatureEncoding("an Ed25519 signature is base64: only '+', '/' and '=' may be percent-encoded")
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            raw = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
-        except (binascii.Error, ValueError) as e:
-            raise SignatureEncoding("an Ed25519 signature is base64, percent-encoded; this does not decode") from e
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError) as e:
+        raise SignatureEncoding(
+            "an Ed25519 signature is standard base64 with its padding, percent-encoded; this does not decode"
+        ) from e
     if len(raw) != 64:
         raise SignatureEncoding(f"an Ed25519 signature is 64 bytes; this one decodes to {len(raw)}")
+    if binascii.b2a_base64(raw, newline=False) != text.encode("ascii"):
+        raise SignatureEncoding("an Ed25519 signature must be the canonical base64 of its 64 bytes")
     return raw
