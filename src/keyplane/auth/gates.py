@@ -47,11 +47,20 @@ _MAX_TRACKED = 100_000  # bound on replay tokens / lockouts held in memory
 
 # KEYS: lockout, replay token ("" when none), key counter, IP counter
 # ARGV: replay TTL in ms ("0" = no replay check), weight, key window (s), IP window (s),
-#       what the token may repeat as ("" = nothing: it is accepted once)
+#       what the token may repeat as ("" = nothing: it is accepted once), key limit, IP limit
 # Returns {-1, lockout ms left} | {-2} (replayed) | {key used, IP used, key window ms left}
+# The counters come first: a request over a limit is not served, so it leaves no replay token and
+# its retry is not answered "replayed"; a replayed request still spends its weight.
 _ADMIT_LUA = """
 local lock = redis.call('pttl', KEYS[1])
 if lock > 0 then return {-1, lock} end
+local amount = tonumber(ARGV[2])
+local used = redis.call('incrby', KEYS[3], amount)
+if used == amount then redis.call('expire', KEYS[3], ARGV[3]) end
+local ip_used = redis.call('incrby', KEYS[4], amount)
+if ip_used == amount then redis.call('expire', KEYS[4], ARGV[4]) end
+local ttl = redis.call('pttl', KEYS[3])
+if used > tonumber(ARGV[6]) or ip_used > tonumber(ARGV[7]) then return {used, ip_used, ttl} end
 if ARGV[1] ~= '0' then
   local bound = ARGV[5]
   if bound == '' then bound = '!' end
@@ -59,12 +68,7 @@ if ARGV[1] ~= '0' then
     if ARGV[5] == '' or redis.call('get', KEYS[2]) ~= ARGV[5] then return {-2} end
   end
 end
-local amount = tonumber(ARGV[2])
-local used = redis.call('incrby', KEYS[3], amount)
-if used == amount then redis.call('expire', KEYS[3], ARGV[3]) end
-local ip_used = redis.call('incrby', KEYS[4], amount)
-if ip_used == amount then redis.call('expire', KEYS[4], ARGV[4]) end
-return {used, ip_used, redis.call('pttl', KEYS[3])}
+return {used, ip_used, ttl}
 """
 
 
@@ -250,15 +254,17 @@ class MemoryGate:
         replay_ttl_s: float,
         repeatable_as: str | None = None,
     ) -> Admission:
-        """:meth:`admit` for a caller that has just checked :meth:`locked_out` (the pipeline)."""
-        if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s, repeatable_as):
-            raise ReplayDetected("this signed request was already accepted once: sign each request anew")
+        """:meth:`admit` for a caller that has just checked :meth:`locked_out` (the pipeline).
+
+        The limits first: a request over one is not served, so it leaves no replay token."""
         used, reset = self._hit(self._per_key, "key", key_id, rule.weight)
         if used > self._per_key.amount:
             raise self.policy.rejection(self._per_key.item, used, reset, rule, "by this API key")
         ip_used, ip_reset = self._hit(self._per_ip, "ip", client_ip, rule.weight)
         if ip_used > self._per_ip.amount:
             raise self.policy.rejection(self._per_ip.item, ip_used, ip_reset, rule, "from this IP")
+        if replay_token is not None and self._replay(f"{key_id}:{replay_token}", replay_ttl_s, repeatable_as):
+            raise ReplayDetected("this signed request was already accepted once: sign each request anew")
         return self.policy.admission(used, reset)
 
     async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
@@ -356,7 +362,15 @@ class RedisGate:
                 self._counter(p.per_key, "key", key_id),
                 self._counter(p.per_ip, "ip", client_ip),
             ],
-            [replay_ms, rule.weight, p.per_key.get_expiry(), p.per_ip.get_expiry(), repeatable_as or ""],
+            [
+                replay_ms,
+                rule.weight,
+                p.per_key.get_expiry(),
+                p.per_ip.get_expiry(),
+                repeatable_as or "",
+                p.per_key.amount,
+                p.per_ip.amount,
+            ],
         )
         if int(result[0]) == -1:
             self.lockouts.lock(client_ip, int(result[1]) / 1000.0)

@@ -104,6 +104,42 @@ def test_a_repeatable_token_repeats_only_as_what_it_was(make_gate):
     run_with(make_gate, body)
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_rate_limited_request_leaves_no_replay_token(tmp_path, backend):
+    """Its retry, once the window has passed, is served rather than answered "replayed"."""
+    if backend == "redis" and not redis_available():
+        unavailable("Redis at " + REDIS_URL)
+    settings = _settings(
+        tmp_path,
+        rate_limit_per_key="2/second",
+        rate_limit_per_ip="100000/minute",
+        redis_url=REDIS_URL if backend == "redis" else None,
+    )
+
+    async def body():
+        gate = MemoryGate(settings) if backend == "memory" else RedisGate(settings)
+        try:
+            await admit(gate, key="rl")
+            await admit(gate, key="rl")
+            deadline = time.monotonic() + 5
+            limited = 0
+            while True:
+                try:
+                    await admit(gate, key="rl", token="order")
+                    break
+                except RateLimited:
+                    limited += 1
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+            assert limited >= 1
+            with pytest.raises(ReplayDetected):
+                await admit(gate, key="rl", token="order")
+        finally:
+            await gate.close()
+
+    asyncio.run(body())
+
+
 def test_memory_gate_tokens_survive_a_snapshot(tmp_path):
     async def body():
         old = MemoryGate(_settings(tmp_path))
