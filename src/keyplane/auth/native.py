@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from keyplane.auth import errors as E
 from keyplane.auth.dialects import httpsig
-from keyplane.auth.errors_extra import IpLockedOut, NonceReused, ReplayDetected
+from keyplane.auth.errors import IpLockedOut, NonceReused, ReplayDetected
 from keyplane.auth.pipeline import AuthContext, Authenticator
 from keyplane.auth.routes import RouteRule
 from keyplane.keys.record import Ed25519Verifier, HmacVerifier, KeyRecord

@@ -29,8 +29,8 @@ from typing import NoReturn, Protocol
 
 from keyplane.auth import errors as E
 from keyplane.auth.dialects import binance
-from keyplane.auth.errors_extra import IpLockedOut
-from keyplane.auth.gate import Admission, OpenGate, RequestGate
+from keyplane.auth.errors import IpLockedOut
+from keyplane.auth.gates import Admission, OpenGate, RequestGate
 from keyplane.auth.keycache import KeyCache, UsageRecorder, _Miss
 from keyplane.auth.routes import RouteRule
 from keyplane.keys import format as keyformat

@@ -10,8 +10,7 @@ import pytest
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
-from keyplane.auth.errors import AuthUnavailable
-from keyplane.auth.errors_extra import IpLockedOut, RateLimited, ReplayDetected
+from keyplane.auth.errors import AuthUnavailable, IpLockedOut, RateLimited, ReplayDetected
 from keyplane.auth.gates import MemoryGate, RedisGate, build_gate
 from keyplane.auth.routes import RouteRule
 from keyplane.settings import Settings

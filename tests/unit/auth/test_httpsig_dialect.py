@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from keyplane.auth import errors as E
 from keyplane.auth.dialects import httpsig, sfv
-from keyplane.auth.errors_extra import (
+from keyplane.auth.errors import (
     AlgorithmUnknown,
     ComponentMissing,
     ContentDigestInvalid,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from keyplane.auth import errors as E
 from keyplane.auth.dialects import sfv
-from keyplane.auth.errors_extra import (
+from keyplane.auth.errors import (
     AlgorithmUnknown,
     ComponentMissing,
     ContentDigestInvalid,
