@@ -2,7 +2,8 @@
 
     python -m benchmarks.auth.inprocess [--rounds 30 --batch 2000]
 
-Measures ``Authenticator.authenticate_binance`` (header format and checksum, parse, cached key lookup,
+Measures what the middleware runs per signed request: ``Authenticator.read`` and
+``Authenticator.authenticate_now`` (parse, cached key lookup,
 status/expiry, IP allowlist, timestamp window, signature, scope, usage record) for an HMAC and an
 Ed25519 key, next to the floors: bare HMAC-SHA256 (``hmac.new``) and PyNaCl's bare Ed25519 verify over
 the same payload; and the HMAC pipeline again with the in-process request gate (per-key and per-IP
@@ -113,8 +114,11 @@ def main() -> None:
 
         def pipeline(key: str, body: bytes, a: Authenticator = auth) -> Callable[[], object]:
             # What the middleware runs per request for a cached key: the no-I/O path.
+            scope = {"method": "GET", "query_string": b"", "headers": [(b"x-mbx-apikey", key.encode())]}
+
             def run() -> object:
-                ctx = a.authenticate_binance_cached("GET", b"", body, key, "127.0.0.1", rule)
+                a.check_lockout("127.0.0.1")
+                ctx = a.authenticate_now(a.read(rule, scope, body), "GET", rule, "127.0.0.1")
                 assert ctx is not None, "the key is not cached"
                 return ctx
 
@@ -122,11 +126,8 @@ def main() -> None:
 
         # Warm the cache (a miss loads from the database once).
         for key, body in ((hkey.info.api_key, hq), (ekey.info.api_key, eq)):
-            asyncio.run(
-                auth.authenticate_binance(
-                    method="GET", raw_query=b"", raw_body=body, api_key_header=key, client_ip="127.0.0.1", rule=rule
-                )
-            )
+            scope = {"method": "GET", "query_string": b"", "headers": [(b"x-mbx-apikey", key.encode())]}
+            asyncio.run(auth.authenticate(auth.read(rule, scope, body), "GET", rule, "127.0.0.1"))
 
         payload = hq.rsplit(b"&signature=", 1)[0]
         secret_b = hkey.secret.encode()  # type: ignore[union-attr]

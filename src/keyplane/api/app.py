@@ -32,7 +32,7 @@ _FAILURE_FLUSH_S = 1.0
 
 # Each domain's HTTP package exports ``install(app, services, state)``, called once while the app is
 # built and before the route table is read. ``state`` carries shared pieces: the key cache, the
-# authenticator, background task factories ("tasks"), closers, and the "httpsig" verifier.
+# authenticator, background task factories ("tasks") and closers.
 Installer = Callable[[FastAPI, Services, dict[str, Any]], None]
 INSTALLERS: tuple[Installer, ...] = (binance.install, native.install, console.install)
 
@@ -133,6 +133,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         table=table,
         trusted_proxies=settings.trusted_proxies,
         max_body_bytes=settings.max_body_bytes,
-        httpsig=state.get("httpsig"),
     )
     return app

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane.auth.clientip import IPNetwork, client_ip
-from keyplane.auth.errors import AuthError, AuthUnavailable, BodyTooLarge
+from keyplane.auth.errors import AuthError, BodyTooLarge
 from keyplane.auth.pipeline import Authenticator
 from keyplane.auth.routes import RouteRule, RouteTable
 from keyplane.errors import KeyplaneError
@@ -97,16 +97,12 @@ class SignedRequestMiddleware:
         table: RouteTable,
         trusted_proxies: Sequence[IPNetwork] = (),
         max_body_bytes: int = 65536,
-        httpsig: Any = None,
     ) -> None:
         self.app = app
         self.auth = authenticator
         self.table = table
         self.trusted = tuple(trusted_proxies)
         self.max_body = max_body_bytes
-        # The native RFC 9421 dialect, when the server enables it: an object with
-        # ``async authenticate(scope, body, client_ip, rule) -> AuthContext``.
-        self.httpsig = httpsig
 
     def client_ip(self, scope: Scope) -> str | None:
         client = scope.get("client")
@@ -155,23 +151,13 @@ class SignedRequestMiddleware:
             body = await read_body(receive, self.max_body) if has_body else b""
             if rule.dialect == "binance":
                 key_id = _header(scope, b"x-mbx-apikey")
-                # A cached key and an in-process gate: no I/O, so no coroutine.
-                ctx = self.auth.authenticate_binance_cached(
-                    scope["method"], scope.get("query_string", b""), body, key_id, ip, rule
-                )
-                if ctx is None:
-                    ctx = await self.auth.authenticate_binance(
-                        method=scope["method"],
-                        raw_query=scope.get("query_string", b""),
-                        raw_body=body,
-                        api_key_header=key_id,
-                        client_ip=ip,
-                        rule=rule,
-                    )
-            else:
-                if self.httpsig is None:
-                    raise AuthUnavailable("the native signature dialect is not enabled on this server")
-                ctx = await self.httpsig.authenticate(scope, body, ip, rule)
+            auth = self.auth
+            auth.check_lockout(ip)
+            req = auth.read(rule, scope, body)
+            # A cached key and an in-process gate: no I/O, so no coroutine.
+            ctx = auth.authenticate_now(req, scope["method"], rule, ip)
+            if ctx is None:
+                ctx = await auth.authenticate(req, scope["method"], rule, ip)
         except AuthError as e:
             self.auth.count_failure(e, key_id=key_id, ip=ip, route=scope["path"], method=scope["method"])
             await send_error(send, e, rule.dialect)

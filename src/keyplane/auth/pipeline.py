@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from keyplane.auth import errors as E
-from keyplane.auth.dialects import binance
-from keyplane.auth.errors import IpLockedOut
+from keyplane.auth.dialects import binance, httpsig
 from keyplane.auth.gates import Admission, OpenGate, RequestGate
 from keyplane.auth.keycache import KeyCache, UsageRecorder, _Miss
+from keyplane.auth.request import SignedRequest
 from keyplane.auth.routes import RouteRule
 from keyplane.keys import format as keyformat
 from keyplane.keys.record import KeyRecord
 from keyplane.keys.scopes import SCOPE_ORDER, Scope
 from keyplane.settings import Settings
-
-_STATE_CHANGING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 @dataclass(slots=True)
@@ -170,23 +168,25 @@ class Authenticator:
                 "Sync your clock (NTP) or use the server time from /api/v3/time"
             )
 
-    @staticmethod
-    def check_signature(rec: KeyRecord, payload: bytes, signature: bytes, now_s: float) -> None:
-        """Verify ``signature`` over ``payload`` with any of the key's current credentials."""
-        for v in rec.verifiers:
-            if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(payload, signature):
-                return
-        Authenticator.reject_signature(rec)
+    def check_time(self, req: SignedRequest, now_s: float) -> None:
+        """Raise the dialect's precise rejection for a request outside its window."""
+        if req.dialect == "binance":
+            self.check_timestamp(
+                round(req.signed_at_s * 1000.0, 3), round((req.not_after_s - req.signed_at_s) * 1000.0, 3), now_s
+            )
+        s = self.settings
+        httpsig.reject_time(req.signed_at_s, req.not_after_s, now_s, s.httpsig_past_s, s.httpsig_future_s)
 
-    def check_replay_window(self, signed_at_s: float, future_s: float) -> None:
-        """Refuse a request that a previous process may have accepted already.
+    def check_replay_window(self, req: SignedRequest) -> None:
+        """Refuse a single-use request that a previous process may have accepted already.
 
-        After an unclean stop the previous process's replay tokens are lost (auth/replaylog.py),
-        and it accepted requests signed up to ``future_s`` (the dialect's tolerance for a clock
-        ahead) after the moment it died: any request signed before this process started, plus that
-        tolerance, is refused rather than possibly accepted twice. Only for ~1 s after such a start."""
+        After an unclean stop the previous process's replay tokens are lost (auth/replaylog.py).
+        It accepted requests whose window had opened (``not_before_s``, the time claim less the
+        dialect's tolerance for a clock ahead) before it died, so any request whose window opened
+        before this process started is refused rather than possibly accepted twice. This holds only
+        for about a second after such a start."""
         since = self.gate.replay_since_s
-        if signed_at_s < since + future_s:
+        if req.not_before_s < since:
             raise E.TimestampOutsideWindow(
                 "this request was signed before the server restarted at "
                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}, so it cannot be checked "
@@ -194,12 +194,35 @@ class Authenticator:
             )
 
     @staticmethod
-    def reject_signature(rec: KeyRecord) -> NoReturn:
+    def check_algorithm(rec: KeyRecord, req: SignedRequest) -> None:
+        """The signature must be of the key's type: the dialect's precise rejection if not."""
+        if req.dialect == "binance":
+            binance.reject_encoding(req.signature_text, rec.key_type)
+        elif req.algorithm is not None:
+            httpsig.reject_algorithm(req.algorithm, rec.key_type)
+
+    @staticmethod
+    def reject_signature(rec: KeyRecord, dialect: str = "binance") -> NoReturn:
+        hmac_key = rec.key_type == "hmac"
+        if dialect == "binance":
+            raise E.SignatureInvalid(
+                "Signature for this request is not valid: it must be "
+                + ("HMAC-SHA256 in hex" if hmac_key else "Ed25519 in base64")
+                + " over the query string followed by the body, exactly as sent, without the signature parameter"
+            )
         raise E.SignatureInvalid(
-            "Signature for this request is not valid: it must be "
-            + ("HMAC-SHA256 in hex" if rec.key_type == "hmac" else "Ed25519 in base64")
-            + " over the query string followed by the body, exactly as sent, without the signature parameter"
+            "the RFC 9421 signature is not valid: sign the signature base of @method, @path, @query "
+            "(and content-digest) with "
+            + ("HMAC-SHA256 keyed with your secret" if hmac_key else "your Ed25519 private key")
         )
+
+    @staticmethod
+    def reject_replay(req: SignedRequest, error: E.ReplayDetected) -> NoReturn:
+        if req.dialect == "httpsig":
+            raise E.NonceReused(
+                "this nonce was already used with this key: every request needs a fresh nonce"
+            ) from error
+        raise error
 
     @staticmethod
     def check_scope(rec: KeyRecord, rule: RouteRule, params: dict[str, str]) -> None:
@@ -217,7 +240,31 @@ class Authenticator:
                     f"{symbol or '(none)'}: it may trade only {', '.join(rec.restrictions.symbols)}"
                 )
 
-    # -- the dialects ----------------------------------------------------------------------------
+    # -- the pipeline ----------------------------------------------------------------------------
+
+    def check_lockout(self, client_ip: str | None) -> None:
+        if (left := self.gate.locked_out(client_ip or "-")) > 0:
+            raise E.IpLockedOut(left)
+
+    def read(self, rule: RouteRule, scope: Mapping[str, Any], body: bytes) -> SignedRequest:
+        """Parse a request (an ASGI HTTP scope and its body) in the route's dialect."""
+        if rule.dialect == "binance":
+            key_header = None
+            for name, value in scope["headers"]:
+                if name == b"x-mbx-apikey":
+                    key_header = value.decode("latin-1")
+                    break
+            return binance.read(
+                scope["method"],
+                scope.get("query_string", b""),
+                body,
+                key_header,
+                self._recv_window_default,
+                self._recv_window_max,
+                self._future_ms,
+            )
+        s = self.settings
+        return httpsig.read(scope, body, s.httpsig_past_s, s.httpsig_future_s)
 
     async def lookup(self, key_id: str) -> KeyRecord:
         self.cache.check_fresh()
@@ -227,13 +274,14 @@ class Authenticator:
             raise E.KeyUnknown(f"API key {keyformat.mask(key_id)} does not exist on this server")
         return rec
 
-    def check_binance(
-        self, rec: KeyRecord, req: binance.BinanceRequest, method: str, rule: RouteRule, client_ip: str | None
-    ) -> tuple[str, str | None, float, float]:
-        """Every Binance-dialect check between the key lookup and the gate: status and expiry, IP
-        allowlist, timestamp window, signature, scope. Returns what the gate needs: the replay
-        token (the signature's bytes), what it may repeat as (None: once) and its TTL; and the
-        time the checks ran at."""
+    def check(
+        self, rec: KeyRecord, req: SignedRequest, method: str, rule: RouteRule, client_ip: str | None
+    ) -> tuple[str | None, float, float]:
+        """Every check between the key lookup and the gate, in order: status and expiry, IP
+        allowlist, time window (and the restart cut-off), signature type, body digest, signature,
+        scope. Each is an inline test of the common case; the ``check_*`` method that builds the
+        precise rejection runs only when that test fails. Returns what the gate needs besides the
+        token (what it may repeat as, None for once; its TTL) and the time the checks ran at."""
         now_s = self.clock()
         if not (
             now_s < rec.usable_until
@@ -242,88 +290,76 @@ class Authenticator:
             self.check_key_state(rec, now_s)
         if rec.restrictions.ip_allowlist:
             self.check_ip(rec, client_ip)
-        ahead_ms = req.timestamp_ms - now_s * 1000.0
-        if ahead_ms >= self._future_ms or -ahead_ms > req.recv_window_ms:
-            self.check_timestamp(req.timestamp_ms, req.recv_window_ms, now_s)
-        changing = method in _STATE_CHANGING
-        if changing and req.timestamp_ms < self.gate.replay_since_s * 1000.0 + self._future_ms:
-            self.check_replay_window(req.timestamp_ms / 1000.0, self._future_ms / 1000.0)
-        sig = binance.decode_hex(req.signature) if rec.key_type == "hmac" else binance.decode_base64(req.signature)
-        self.check_signature(rec, req.payload, sig, now_s)
+        if not (req.not_before_s < now_s <= req.not_after_s):
+            self.check_time(req, now_s)
+        if req.single_use and req.not_before_s < self.gate.replay_since_s:
+            self.check_replay_window(req)
+        if req.algorithm != rec.key_type and (req.algorithm is not None or req.dialect == "binance"):
+            self.check_algorithm(rec, req)
+        if req.digest is not None:
+            httpsig.verify_content_digest(*req.digest)
+        for v in rec.verifiers:
+            if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(req.payload, req.signature):
+                break
+        else:
+            self.reject_signature(rec, req.dialect)
         if (rule.scope is not None and rule.scope not in rec.scopes) or (
             rule.symbol_restricted and rec.restrictions.symbols
         ):
             self.check_scope(rec, rule, req.params)
-        ttl_s = (req.recv_window_ms + self._future_ms) / 1000.0
-        return sig.hex(), None if changing else f"{method} {rule.name}", ttl_s, now_s
+        repeatable_as = None if req.single_use else f"{method} {rule.name}"
+        return repeatable_as, req.not_after_s - req.not_before_s + 1.0, now_s
 
-    def _parse_binance(self, raw_query: bytes, raw_body: bytes) -> binance.BinanceRequest:
-        return binance.parse(raw_query, raw_body, self._recv_window_default, self._recv_window_max)
-
-    def authenticate_binance_cached(
-        self,
-        method: str,
-        raw_query: bytes,
-        raw_body: bytes,
-        api_key_header: str | None,
-        client_ip: str | None,
-        rule: RouteRule,
+    def authenticate_now(
+        self, req: SignedRequest, method: str, rule: RouteRule, client_ip: str | None
     ) -> AuthContext | None:
-        """The whole Binance-dialect pipeline without a coroutine, for the common case: the key is in
-        a fresh cache and the gate answers from memory. Returns None, having checked nothing, when
-        that is not so; then :meth:`authenticate_binance` takes the request."""
-        if not api_key_header or not self.gate.in_process:
+        """:meth:`authenticate` without a coroutine, for the common case: the key is in a fresh
+        cache and the gate answers from memory. Returns None, having checked nothing, otherwise."""
+        if req.key_id is None or not self.gate.in_process:
             return None
-        rec = self.cache.hot(api_key_header)
+        rec = self.cache.hot(req.key_id)
         if rec is None:
             return None
-        ip_key = client_ip or "-"
-        if (left := self.gate.locked_out(ip_key)) > 0:
-            raise IpLockedOut(left)
-        req = self._parse_binance(raw_query, raw_body)
-        token, repeatable_as, ttl_s, now_s = self.check_binance(rec, req, method, rule, client_ip)
-        admission = self.gate.admit_now(rec.public_id, ip_key, rule, token, ttl_s, repeatable_as)
-        self.usage.touch(rec.public_id, now_s, client_ip)
-        return AuthContext(rec, req.params, client_ip, rule, "binance", admission, req.not_after_s)
+        repeatable_as, ttl_s, now_s = self.check(rec, req, method, rule, client_ip)
+        key_id = rec.public_id
+        try:
+            admission = self.gate.admit_now(key_id, client_ip or "-", rule, req.replay_token, ttl_s, repeatable_as)
+        except E.ReplayDetected as e:
+            self.reject_replay(req, e)
+        self.usage.touch(key_id, now_s, client_ip)
+        return AuthContext(rec, req.params, client_ip, rule, req.dialect, admission, req.not_after_s)
 
-    async def authenticate_binance(
-        self,
-        *,
-        method: str,
-        raw_query: bytes,
-        raw_body: bytes,
-        api_key_header: str | None,
-        client_ip: str | None,
-        rule: RouteRule,
+    async def authenticate(
+        self, req: SignedRequest, method: str, rule: RouteRule, client_ip: str | None
     ) -> AuthContext:
-        """The whole Binance-dialect pipeline, for any key: a cache miss loads it, and a gate that
-        does I/O (Redis) is awaited."""
-        ctx = self.authenticate_binance_cached(method, raw_query, raw_body, api_key_header, client_ip, rule)
+        """Run every check on a signed request of any dialect, once: a cache miss loads the key,
+        and a gate that does I/O (Redis) is awaited. Returns the verified request or raises the
+        :class:`AuthError` that names the first check it failed."""
+        ctx = self.authenticate_now(req, method, rule, client_ip)
         if ctx is not None:
             return ctx
-        ip_key = client_ip or "-"
-        gate = self.gate
-        if (left := gate.locked_out(ip_key)) > 0:
-            raise IpLockedOut(left)
         # A key in the cache is known to be well-formed, so its checksum is not checked again.
-        cached = self.cache.hot(api_key_header) if api_key_header else None
-        key_id = cached.public_id if cached is not None else self.check_key_format(api_key_header)
-        req = self._parse_binance(raw_query, raw_body)
-        rec = cached if cached is not None else await self.lookup(key_id)
-        token, repeatable_as, ttl_s, now_s = self.check_binance(rec, req, method, rule, client_ip)
-        if gate.in_process:
-            admission = gate.admit_now(key_id, ip_key, rule, token, ttl_s, repeatable_as)
-        else:
-            admission = await gate.admit(
-                key_id=key_id,
-                client_ip=ip_key,
-                rule=rule,
-                replay_token=token,
-                replay_ttl_s=ttl_s,
-                repeatable_as=repeatable_as,
-            )
+        rec = self.cache.hot(req.key_id) if req.key_id else None
+        if rec is None:
+            rec = await self.lookup(self.check_key_format(req.key_id))
+        repeatable_as, ttl_s, now_s = self.check(rec, req, method, rule, client_ip)
+        key_id, ip_key = rec.public_id, client_ip or "-"
+        try:
+            if self.gate.in_process:
+                admission = self.gate.admit_now(key_id, ip_key, rule, req.replay_token, ttl_s, repeatable_as)
+            else:
+                admission = await self.gate.admit(
+                    key_id=key_id,
+                    client_ip=ip_key,
+                    rule=rule,
+                    replay_token=req.replay_token,
+                    replay_ttl_s=ttl_s,
+                    repeatable_as=repeatable_as,
+                )
+        except E.ReplayDetected as e:
+            self.reject_replay(req, e)
         self.usage.touch(key_id, now_s, client_ip)
-        return AuthContext(rec, req.params, client_ip, rule, "binance", admission, req.not_after_s)
+        return AuthContext(rec, req.params, client_ip, rule, req.dialect, admission, req.not_after_s)
 
     def count_failure(self, error: E.AuthError, *, key_id: str | None, ip: str | None, route: str, method: str) -> None:
         self.failures[error.code] = self.failures.get(error.code, 0) + 1

@@ -132,17 +132,42 @@ def test_content_digest():
         httpsig.verify_content_digest(None, body)
 
 
-def test_created_window_and_algorithm_fit():
-    req = httpsig.parse(_headers(created=1000), has_body=False)
-    httpsig.check_created(req, 1000 + 5, 5, 1)
-    httpsig.check_created(req, 1000 - 1, 5, 1)
-    with pytest.raises(E.TimestampOutsideWindow):
-        httpsig.check_created(req, 1000 + 6, 5, 1)
-    with pytest.raises(E.TimestampOutsideWindow):
-        httpsig.check_created(req, 1000 - 2, 5, 1)
-    httpsig.check_algorithm(req, "hmac")
-    with pytest.raises(AlgorithmUnknown):
-        httpsig.check_algorithm(req, "ed25519")
+def _scope(headers: dict[str, str], method: str = "GET", path: str = "/v1/keys/self", query: str = "a=1"):
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "scheme": "https",
+        "server": ("x.example", 443),
+        "headers": [(k.encode(), v.encode()) for k, v in {"host": "x.example", **headers}.items()],
+    }
+
+
+def test_read_gives_the_pipeline_its_request():
+    h = _headers(created=1000, nonce="abcdefghij")
+    req = httpsig.read(_scope(h), b"", past_s=5, future_s=1)
+    assert (req.dialect, req.key_id, req.algorithm) == ("httpsig", KEY, "hmac")
+    assert req.replay_token == "nonce:abcdefghij" and req.single_use
+    assert (req.signed_at_s, req.not_before_s, req.not_after_s) == (1000.0, 999.0, 1005.0)
+    assert req.params == {"a": "1"}
+    assert req.digest is None
+    assert hmac.compare_digest(hmac.new(SECRET.encode(), req.payload, hashlib.sha256).digest(), req.signature)
+    # ``expires`` closes the window earlier.
+    h["signature-input"] = h["signature-input"].replace(";created=1000", ";created=1000;expires=1002")
+    assert httpsig.read(_scope(h), b"", 5, 1).not_after_s == 1002.0
+
+
+def test_time_and_algorithm_rejections():
+    with pytest.raises(E.TimestampOutsideWindow, match="in the future"):
+        httpsig.reject_time(1000.0, 1005.0, 998.0, 5, 1)
+    with pytest.raises(E.TimestampOutsideWindow, match="ago"):
+        httpsig.reject_time(1000.0, 1005.0, 1006.0, 5, 1)
+    with pytest.raises(E.TimestampOutsideWindow, match="expired at 1002"):
+        httpsig.reject_time(1000.0, 1002.0, 1003.0, 5, 1)
+    with pytest.raises(AlgorithmUnknown, match="ed25519 key"):
+        httpsig.reject_algorithm("hmac", "ed25519")
 
 
 def test_covered_header_must_be_present():

@@ -7,11 +7,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from keyplane.api.native import keys
-from keyplane.auth.native import HttpSigAuthenticator
 from keyplane.services import Services
 
 
 def install(app: FastAPI, services: Services, state: dict[str, Any]) -> None:
-    """Add the /v1 routes, and the RFC 9421 verifier the signed-request middleware calls for them."""
-    state["httpsig"] = HttpSigAuthenticator(state["authenticator"])
+    """Add the /v1 routes (the signed-request middleware verifies them in the RFC 9421 dialect)."""
     app.include_router(keys.router)

@@ -22,8 +22,10 @@ from keyplane.auth.errors import (
     SignatureEncoding,
     SignatureMissing,
 )
+from keyplane.auth.request import SignedRequest
 
 _SIG = "signature="
+_STATE_CHANGING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -182,6 +184,64 @@ def parse(raw_query: bytes, raw_body: bytes, recv_window_default: int, recv_wind
         _timestamp(params.get("timestamp")),
         recv_window_default if rw_text is None else _recv_window(rw_text, recv_window_max),
     )
+
+
+def read(
+    method: str,
+    raw_query: bytes,
+    raw_body: bytes,
+    api_key_header: str | None,
+    recv_window_default: int,
+    recv_window_max: int,
+    future_ms: int,
+) -> SignedRequest:
+    """The request as the pipeline checks it: the signed payload, the signature decoded by its
+    shape (64 hex characters: HMAC-SHA256; base64: Ed25519), the replay token named by its bytes,
+    and the window in which it is accepted (``timestamp - 1000 ms < now <= timestamp + recvWindow``)."""
+    params, payload, text, timestamp_ms, recv_window_ms = parse(
+        raw_query, raw_body, recv_window_default, recv_window_max
+    )
+    signature, algorithm = _decode(text)
+    signed_at = timestamp_ms / 1000.0
+    return SignedRequest(
+        "binance",
+        api_key_header,
+        payload,
+        signature,
+        algorithm,
+        signature.hex(),
+        method in _STATE_CHANGING,
+        signed_at,
+        signed_at - future_ms / 1000.0,
+        signed_at + recv_window_ms / 1000.0,
+        params,
+        None,
+        text,
+    )
+
+
+def _decode(text: str) -> tuple[bytes, str | None]:
+    """(the signature's bytes, the key type its encoding is for), or (b"", None) if neither decodes."""
+    if len(text) == 64:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) == 32:  # fromhex skips spaces: a 64-character string with any is short here
+            return raw, "hmac"
+    try:
+        return decode_base64(text), "ed25519"
+    except SignatureEncoding:
+        return b"", None
+
+
+def reject_encoding(text: str, key_type: str) -> None:
+    """Raise the precise :class:`SignatureEncoding` for a signature not encoded for ``key_type``."""
+    if key_type == "hmac":
+        decode_hex(text)
+    else:
+        decode_base64(text)
+    raise SignatureEncoding(f"this signature is not encoded for an {key_type} key")
 
 
 def decode_hex(signature: str) -> bytes:

@@ -24,6 +24,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
 
 from keyplane.auth import errors as E
 from keyplane.auth.dialects import sfv
@@ -35,6 +37,7 @@ from keyplane.auth.errors import (
     SignatureInputMalformed,
     SignatureMalformed,
 )
+from keyplane.auth.request import SignedRequest
 
 # alg parameter -> the key type that can verify it
 ALGORITHMS = {"hmac-sha256": "hmac", "ed25519": "ed25519"}
@@ -155,28 +158,81 @@ def parse(headers: Mapping[str, str], has_body: bool) -> HttpSigRequest:
     )
 
 
-def check_created(req: HttpSigRequest, now_s: float, past_s: int, future_s: int) -> None:
-    """``created`` must lie within [now - past_s, now + future_s]; ``expires``, if set, in the future."""
-    if req.created > now_s + future_s:
+_HEADER_LIMIT = 64  # header fields read from a request; others are ignored
+
+
+def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """Lowercase name -> value, repeated fields combined with ", " (RFC 9421 §2.1)."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"][: _HEADER_LIMIT * 2]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1").strip()
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+def _target(scope: Mapping[str, Any], headers: dict[str, str]) -> Target:
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1").split("?", 1)[0] if raw_path else scope["path"]
+    server = scope.get("server")
+    authority = headers.get("host") or (f"{server[0]}:{server[1]}" if server else "")
+    return Target(
+        method=scope["method"],
+        path=path,
+        query=scope.get("query_string", b"").decode("latin-1"),
+        authority=authority,
+        scheme=scope.get("scheme", "http"),
+        headers=headers,
+    )
+
+
+def read(scope: Mapping[str, Any], body: bytes, past_s: int, future_s: int) -> SignedRequest:
+    """The request (an ASGI HTTP scope and its body) as the pipeline checks it: the signature base,
+    the decoded signature, the nonce as its replay token (every nonce is single-use), and the
+    window ``created - future_s < now <= min(created + past_s, expires)``."""
+    headers = _headers(scope)
+    req = parse(headers, has_body=bool(body))
+    target = _target(scope, headers)
+    base = signature_base(req, target)
+    not_after = float(req.created + past_s if req.expires is None else min(req.created + past_s, req.expires))
+    return SignedRequest(
+        "httpsig",
+        req.key_id,
+        base,
+        req.signature,
+        ALGORITHMS[req.alg] if req.alg is not None else None,
+        "nonce:" + req.nonce,
+        True,
+        float(req.created),
+        float(req.created - future_s),
+        not_after,
+        dict(parse_qsl(target.query, keep_blank_values=True)),
+        (headers.get("content-digest"), body) if body or "content-digest" in req.components else None,
+    )
+
+
+def reject_time(created: float, not_after: float, now_s: float, past_s: int, future_s: int) -> None:
+    """Raise the precise rejection for a request outside [created - future_s, created + past_s],
+    or past its ``expires`` (``not_after``)."""
+    if created > now_s + future_s:
         raise E.TimestampOutsideWindow(
-            f"the signature was created {int(req.created - now_s)} s in the future (server time {int(now_s)}, "
+            f"the signature was created {int(created - now_s)} s in the future (server time {int(now_s)}, "
             f"at most {future_s} s ahead accepted): sync your clock or use GET /v1/time"
         )
-    if req.created < now_s - past_s:
+    if created < now_s - past_s:
         raise E.TimestampOutsideWindow(
-            f"the signature was created {int(now_s - req.created)} s ago (server time {int(now_s)}, at most "
+            f"the signature was created {int(now_s - created)} s ago (server time {int(now_s)}, at most "
             f"{past_s} s accepted): sign each request when you send it, and sync your clock"
         )
-    if req.expires is not None and req.expires < now_s:
-        raise E.TimestampOutsideWindow(f"the signature expired at {req.expires} (server time {int(now_s)})")
+    raise E.TimestampOutsideWindow(f"the signature expired at {int(not_after)} (server time {int(now_s)})")
 
 
-def check_algorithm(req: HttpSigRequest, key_type: str) -> None:
-    if req.alg is not None and ALGORITHMS[req.alg] != key_type:
-        raise AlgorithmUnknown(
-            f"the signature says alg={req.alg!r} but this key is an {key_type} key: use "
-            + ("hmac-sha256" if key_type == "hmac" else "ed25519")
-        )
+def reject_algorithm(algorithm: str, key_type: str) -> None:
+    name = "hmac-sha256" if algorithm == "hmac" else "ed25519"
+    raise AlgorithmUnknown(
+        f"the signature says alg={name!r} but this key is an {key_type} key: use "
+        + ("hmac-sha256" if key_type == "hmac" else "ed25519")
+    )
 
 
 def _component_value(name: str, target: Target) -> str:
