@@ -73,7 +73,7 @@ def test_live_grid_fills_replaces_and_resumes(xs: ExchangeServer, book: Account,
     taker = account(xs, ("read", "trade"), USDT="1000", BTC="0.01")
     env = clean_env(tmp_path, profile_env("carol", xs.url, carol))
     state = tmp_path / "grid.json"
-    args = ["--profile", "carol", *GRID, "--interval", "0.3", "--state", str(state)]
+    args = ["--profile", "carol", *GRID, "--interval", "0.3", "--state", str(state), "--on-stop", "leave"]
     bot = start_bot(env, *args, "--duration", "60", log=tmp_path / "bot1.log")
     mine, t = cx(xs.url, carol), cx(xs.url, taker)
     try:
@@ -103,6 +103,11 @@ def test_live_grid_fills_replaces_and_resumes(xs: ExchangeServer, book: Account,
     assert res.returncode == 0, res.stderr
     assert "resuming grid" in res.stderr
     assert orders(mine) == before
+
+    # And `keyplane bot cancel` takes a left grid off the book.
+    res = keyplane(env, "bot", "cancel", "--state", str(state))
+    assert res.returncode == 0, res.stderr
+    assert "canceled 4 open order(s)" in res.stdout and orders(mine) == {}
 
 
 def test_stops_loudly_when_its_key_is_revoked(xs: ExchangeServer, book: Account, tmp_path: Path) -> None:
@@ -150,6 +155,8 @@ def test_dry_run_needs_no_key_and_fills_on_the_live_book(xs: ExchangeServer, boo
         str(state),
         "--duration",
         "40",
+        "--on-stop",
+        "leave",
         log=log,
     )
     try:

@@ -121,10 +121,10 @@ def test_one_line_errors(xs: ExchangeServer, tmp_path: Path) -> None:
 
     down = clean_env(tmp_path, profile_env("gone", "http://127.0.0.1:9", alice))
     res = keyplane(down, "portfolio")
-    assert res.returncode == 2 and "unreachable" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "error: gone: exchange unreachable" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
     trade_only = account(xs, scopes=("trade",))
     res = keyplane(clean_env(tmp_path, profile_env("t", xs.url, trade_only)), "portfolio")
-    assert res.returncode == 2 and "needs the 'read' scope" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "needs the 'read' scope" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

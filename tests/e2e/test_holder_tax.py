@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -114,6 +115,8 @@ def test_sync_then_report_by_hand(xs, history, tmp_path) -> None:
     res = keyplane(env, "tax", "sync", "--ledger", str(ledger))
     assert res.returncode == 0, res.stderr
     assert "alice: 3 new trade(s), 2 deposit(s), 1 withdrawal(s)" in res.stdout
+    requests = int(re.search(r"alice: .*\((\d+) requests\)", res.stdout).group(1))  # type: ignore[union-attr]
+    assert requests <= 3 + len(ex(xs.url, alice).load_markets())  # markets, one per symbol, one per kind
     res = keyplane(env, "tax", "sync", "--ledger", str(ledger))
     assert "alice: 0 new trade(s), 0 deposit(s), 0 withdrawal(s)" in res.stdout  # idempotent
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from keyplane.apps.common import err, fail, handled, out, profile_store, warn
+from keyplane.client import keyformat
 from keyplane.client.ccxt_errors import translate
 from keyplane.client.ccxt_factory import ccxt_exchange
 from keyplane.client.errors import ClientError
@@ -61,21 +62,25 @@ def add(
         fail(f"unknown exchange {exchange!r}: use keyplane or a ccxt exchange id")
     if base_url and exchange != "keyplane":
         fail("--base-url only applies to keyplane profiles")
-    store = profile_store(keystore)
-    ks = _open_for_write(store)
-    api_key = str(typer.prompt("API key", hide_input=True, err=True))
-    creds: dict[str, Secret] = {"api_key": Secret(api_key.strip())}
-    if private_key_file is not None:
+    pem = None
+    if private_key_file is not None:  # read before any prompt: a wrong path fails at once
         try:
             pem = private_key_file.read_text()
         except OSError as e:
             fail(f"cannot read {private_key_file}: {e.strerror}")
         if "PRIVATE KEY" not in pem:
             fail(f"{private_key_file} is not a PEM private key")
+    store = profile_store(keystore)
+    ks = _open_for_write(store)
+    api_key = str(typer.prompt("API key", hide_input=True, err=True)).strip()
+    check_credential("api_key", api_key, exchange)
+    creds: dict[str, Secret] = {"api_key": Secret(api_key)}
+    if pem is not None:
         creds["private_key_pem"] = Secret(pem)
     else:
-        secret = str(typer.prompt("Secret", hide_input=True, err=True))
-        creds["secret"] = Secret(secret.strip())
+        secret = str(typer.prompt("Secret", hide_input=True, err=True)).strip()
+        check_credential("secret", secret, exchange)
+        creds["secret"] = Secret(secret)
     meta: dict[str, Any] = {"added_at": int(time.time() * 1000)}
     if label:
         meta["label"] = label
@@ -84,6 +89,23 @@ def add(
     if remember and not remember_passphrase(store.path, store.passphrase()):
         warn("no OS keyring is available; the passphrase was not stored")
     out.print(f"stored profile [bold]{profile}[/] ({exchange}) in {store.path}")
+
+
+def check_credential(kind: str, value: str, exchange: str) -> None:
+    """Refuse, before anything is stored, an empty value, and a keyplane key or secret that is not
+    well formed (a typo, a cut-short paste, key and secret swapped). A keyplane profile takes only
+    keyplane credentials; another exchange's key is checked only if it looks like a keyplane one."""
+    what = "API key" if kind == "api_key" else "secret"
+    if not value:
+        fail(f"no {what} given; nothing was stored")
+    if exchange == "keyplane" or keyformat.looks_like_keyplane(value):
+        try:
+            if kind == "api_key":
+                keyformat.check_api_key(value)
+            else:
+                keyformat.check_secret(value)
+        except keyformat.BadCredential as e:
+            fail(f"{e}; nothing was stored")
 
 
 @app.command("list")

@@ -3,6 +3,11 @@
 ccxt folds several keyplane rejections into one class (and raises ``DDoSProtection`` for -2015
 once a key has authenticated successfully before), so the ``reason`` field of the response body,
 which ccxt keeps in the exception message, decides.
+
+ccxt's message is the exchange id and the raw response body (``binance {"code": -1002, ...}``);
+the translated exception says what the server said instead: ``<reason or code>: <msg>``, the
+same form as the SDK's own errors. Every holder command reports ccxt errors through
+``translate``, so this is the one place that wording is decided.
 """
 
 from __future__ import annotations
@@ -22,20 +27,38 @@ from keyplane.client.redact import redact
 _BODY = re.compile(r"\{.*\}", re.S)
 
 
-def reason_of(exc: BaseException) -> tuple[str | None, int | None]:
-    """(keyplane reason, Binance code) found in a ccxt exception message, if any."""
+def _body(exc: BaseException) -> dict[str, Any]:
     m = _BODY.search(str(exc))
     if not m:
-        return None, None
+        return {}
     try:
         body = json.loads(m.group(0))
     except ValueError:
-        return None, None
-    if not isinstance(body, dict):
-        return None, None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def reason_of(exc: BaseException) -> tuple[str | None, int | None]:
+    """(keyplane reason, Binance code) found in a ccxt exception message, if any."""
+    body = _body(exc)
     reason = body.get("reason") or body.get("error")
     code = body.get("code")
     return (reason if isinstance(reason, str) else None), (code if isinstance(code, int) else None)
+
+
+def server_message(exc: BaseException) -> str:
+    """What the server said, on one line: ``<reason or code>: <msg>`` when the exception carries
+    the server's error body (Binance's ``{"code", "msg"}``, keyplane's ``reason``, the native
+    ``{"error", "message"}``); otherwise ccxt's own message. Redacted, at most 300 characters."""
+    body = _body(exc)
+    msg = body.get("msg") or body.get("message")
+    if isinstance(msg, str) and msg.strip():
+        reason, code = reason_of(exc)
+        head = reason or (str(code) if code is not None else None)
+        text = f"{head}: {msg}" if head else msg
+    else:
+        text = str(exc)
+    return redact(" ".join(text.split()))[:300]
 
 
 def retry_after(exchange: Any, default: float = 1.0) -> float:
@@ -56,7 +79,7 @@ def translate(exc: BaseException, exchange: Any = None) -> ClientError:
     if isinstance(exc, ClientError):
         return exc
     reason, code = reason_of(exc)
-    message = redact(" ".join(str(exc).split()))[:300]
+    message = server_message(exc)
     if isinstance(exc, ccxt.DDoSProtection) and reason is None and code == -2015:
         reason = "key_unknown"
     if isinstance(exc, ccxt.InvalidNonce) and reason is None:

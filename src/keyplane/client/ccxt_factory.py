@@ -86,6 +86,9 @@ def _keyplane(base_url: str, api_key: str | None, secret: str | None, **options:
             "fetchMarkets": {"types": ["spot"]},
             "adjustForTimeDifference": True,
             "fetchOpenOrders": {"warnWithoutSymbol": False},
+            # Not a ccxt option: tells the holder apps this is a keyplane server (whose history
+            # endpoints accept a startTime without an endTime, see apps/tax/sync.py).
+            "keyplaneServer": True,
             **options,
         },
     }

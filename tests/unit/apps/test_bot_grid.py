@@ -109,10 +109,38 @@ def test_state_round_trips_through_json() -> None:
 
 
 def test_preflight_refuses_a_withdraw_key_and_warns_without_ip_allowlist() -> None:
+    ok = {"enableReading": True, "enableWithdrawals": False, "enableSpotAndMarginTrading": True}
     with pytest.raises(Refused, match="can withdraw"):
-        preflight({"enableWithdrawals": True, "enableSpotAndMarginTrading": True, "ipRestrict": True})
+        preflight({**ok, "enableWithdrawals": True, "ipRestrict": True})
     with pytest.raises(Refused, match="cannot trade"):
-        preflight({"enableWithdrawals": False, "enableSpotAndMarginTrading": False})
-    warnings = preflight({"enableWithdrawals": False, "enableSpotAndMarginTrading": True, "ipRestrict": False})
+        preflight({**ok, "enableSpotAndMarginTrading": False})
+    warnings = preflight({**ok, "ipRestrict": False})
     assert any("no IP allowlist" in w for w in warnings)
-    assert preflight({"enableWithdrawals": False, "enableSpotAndMarginTrading": True, "ipRestrict": True}) == []
+    assert preflight({**ok, "ipRestrict": True}) == []
+
+
+@pytest.mark.parametrize(
+    ("reading", "trading", "message"),
+    [
+        (False, True, "this key cannot read: the bot needs the read and trade scopes (it lacks read)"),
+        (True, False, "this key cannot trade: the bot needs the read and trade scopes (it lacks trade)"),
+        (False, False, "this key cannot read or trade: the bot needs the read and trade scopes (it lacks read, trade)"),
+    ],
+)
+def test_preflight_refuses_a_key_without_read_or_trade(reading: bool, trading: bool, message: str) -> None:
+    restrictions = {"enableReading": reading, "enableSpotAndMarginTrading": trading, "ipRestrict": True}
+    with pytest.raises(Refused) as caught:
+        preflight(restrictions)
+    assert str(caught.value) == message
+    with pytest.raises(Refused, match="cannot read"):
+        preflight({"enableSpotAndMarginTrading": True})  # a key that does not say it can read
+
+
+def test_grid_id_depends_on_the_account() -> None:
+    one = GridConfig("BTC/USDT", D(59500), D(60500), 5, D(50), "alice@keyplane http://127.0.0.1:8000")
+    two = GridConfig("BTC/USDT", D(59500), D(60500), 5, D(50), "bob@keyplane http://127.0.0.1:8000")
+    other_server = GridConfig("BTC/USDT", D(59500), D(60500), 5, D(50), "alice@keyplane http://10.0.0.2:8000")
+    assert len({one.grid_id, two.grid_id, other_server.grid_id}) == 3
+    assert client_order_id(one.grid_id, 0, 1) != client_order_id(two.grid_id, 0, 1)
+    # The id an earlier keyplane gave the same parameters, to recognise its state files.
+    assert one.legacy_grid_id == two.legacy_grid_id == CONFIG.grid_id  # CONFIG names no account

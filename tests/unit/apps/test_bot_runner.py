@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from keyplane.apps.bot.grid import GridConfig
-from keyplane.apps.bot.runner import EXIT_KEY_LOST, EXIT_OK, Runner
+from keyplane.apps.bot.runner import EXIT_KEY_LOST, EXIT_NOT_CANCELED, EXIT_OK, Refused, Runner, cancel_orders
 from keyplane.apps.bot.venues import OrderGone
 from keyplane.client.errors import ExchangeUnreachable, KeyRevoked, RateLimited
 
@@ -57,9 +57,15 @@ class MemoryVenue:
             raise OrderGone("order not found")
         return self.orders[cid]["status"]
 
+    def cancel(self, cid: str) -> None:
+        self._maybe_fail()
+        if self.orders.get(cid, {}).get("status") != "open":
+            raise OrderGone("order not found")
+        self.orders[cid]["status"] = "canceled"
 
-def runner(venue: MemoryVenue, path: Path, sleeps: list[float]) -> Runner:
-    return Runner(CONFIG, venue, path, interval_s=0.0, sleep=sleeps.append)
+
+def runner(venue: MemoryVenue, path: Path, sleeps: list[float], on_stop: str = "leave") -> Runner:
+    return Runner(CONFIG, venue, path, interval_s=0.0, sleep=sleeps.append, on_stop=on_stop)
 
 
 def test_backs_off_on_rate_limits_and_reconnects(tmp_path: Path) -> None:
@@ -120,3 +126,55 @@ def test_stops_with_exit_3_when_the_key_is_revoked(tmp_path: Path) -> None:
     assert r2.run(max_ticks=5) == EXIT_KEY_LOST
     assert len(venue.open_cids()) == 4  # orders left as they are
     assert sum(1 for lv in json.loads(path.read_text())["state"]["levels"] if lv["status"] == "open") == 4
+
+
+def test_a_clean_stop_cancels_the_grid_by_default_and_a_restart_places_it_anew(tmp_path: Path) -> None:
+    venue, sleeps = MemoryVenue(), []
+    path = tmp_path / "s.json"
+    r = Runner(CONFIG, venue, path, interval_s=0.0, sleep=sleeps.append)  # the default: cancel
+    assert r.run(max_ticks=2) == EXIT_OK
+    assert venue.open_cids() == set()  # nothing left on the book
+    saved = json.loads(path.read_text())["state"]["levels"]
+    assert all(lv["status"] == "idle" for lv in saved)
+    first = set(venue.placed)
+    # The next run places the grid again, with new client order ids (a generation on).
+    assert runner(venue, path, sleeps).run(max_ticks=1) == EXIT_OK
+    again = venue.open_cids()
+    assert len(again) == 4 and not again & first
+
+
+def test_leave_keeps_the_orders_and_cancel_orders_removes_them_later(tmp_path: Path) -> None:
+    venue, sleeps = MemoryVenue(), []
+    path = tmp_path / "s.json"
+    r = runner(venue, path, sleeps, on_stop="leave")
+    assert r.run(max_ticks=1) == EXIT_OK
+    assert len(venue.open_cids()) == 4
+    assert r.state is not None
+    saves: list[int] = []
+    venue.orders[next(iter(venue.open_cids()))]["status"] = "closed"  # filled meanwhile: just freed
+    assert cancel_orders(r.state, venue, lambda: saves.append(1)) == 3
+    assert venue.open_cids() == set() and len(saves) == 4 and r.state.open_levels() == []
+
+
+def test_a_cancel_that_fails_says_so_with_exit_1(tmp_path: Path) -> None:
+    venue, sleeps = MemoryVenue(), []
+    r = runner(venue, tmp_path / "s.json", sleeps, on_stop="cancel")
+    r.sleep = lambda _s: venue.failures.append(ExchangeUnreachable("down")) if r.state else None
+    r.stop_requested = False
+    assert r.run(max_ticks=1) == EXIT_NOT_CANCELED
+    assert len(venue.open_cids()) == 4
+
+
+def test_the_grid_of_another_account_is_not_resumed(tmp_path: Path) -> None:
+    venue, sleeps = MemoryVenue(), []
+    path = tmp_path / "s.json"
+    alice = GridConfig("BTC/USDT", D(59500), D(60500), 5, D(50), "alice@keyplane http://127.0.0.1:8000")
+    bob = GridConfig("BTC/USDT", D(59500), D(60500), 5, D(50), "bob@keyplane http://127.0.0.1:8000")
+    Runner(alice, venue, path, interval_s=0.0, sleep=sleeps.append, on_stop="leave").run(max_ticks=1)
+    with pytest.raises(Refused, match="belongs to another grid"):
+        Runner(bob, venue, path, interval_s=0.0, sleep=sleeps.append)
+    # A state file an earlier keyplane wrote (the id of the parameters alone) resumes when named.
+    legacy = tmp_path / "legacy.json"
+    Runner(CONFIG, MemoryVenue(), legacy, interval_s=0.0, sleep=sleeps.append, on_stop="leave").run(max_ticks=1)
+    resumed = Runner(alice, MemoryVenue(), legacy, interval_s=0.0, sleep=sleeps.append, on_stop="leave")
+    assert resumed.state is not None and resumed.state.grid_id == CONFIG.grid_id

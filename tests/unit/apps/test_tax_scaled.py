@@ -214,8 +214,9 @@ def test_a_ledger_of_the_first_format_is_upgraded_on_open(tmp_path: Path) -> Non
             ("3", D("0.1234567890123"), D(300), D("0.3"), D("0.3"), None),
         ]
         assert [(t.id, t.amount, t.fee) for t in lg.transfers()] == [("w1", D("0.1"), D("0.0005"))]
-        assert lg.cursor("a", "trades:BTC/USDT") == T0 + 5
-        assert lg.add_trades(trades) == 0  # still keyed by (account, id): a sync stays idempotent
+        # Reset: the old key may have dropped trades, so the next sync fetches them all again.
+        assert lg.cursor("a", "trades:BTC/USDT") is None
+        assert lg.add_trades(trades) == 0  # keyed by (account, market, id): a sync stays idempotent
     with Ledger(path) as lg:  # opening again changes nothing
         assert len(list(lg.trades())) == 3
     # The 13-decimal amount sends this ledger to the Decimal engine; the report is the same.

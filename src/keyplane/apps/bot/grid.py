@@ -8,7 +8,9 @@ empty one. So every filled buy is followed by a sell one step higher, which is t
 
 Client order ids are deterministic: ``kpg-<grid id>-<level>-<generation>``. The state records the
 id *before* the order is sent, so after a crash the bot asks the exchange for that id instead of
-placing a second order.
+placing a second order. The grid id hashes the grid's parameters *and* the account it trades on
+(profile, exchange and server), so the same grid on a second account is another grid, with its
+own state file and its own ids.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class GridConfig:
     upper: Decimal
     levels: int
     quote_per_level: Decimal
+    account: str = ""  # where the grid trades: "<profile>@<exchange> <server>", or "dry-run <server>"
 
     def __post_init__(self) -> None:
         if self.levels < 3 or self.levels > 200:
@@ -46,8 +49,16 @@ class GridConfig:
 
     @property
     def grid_id(self) -> str:
+        if not self.account:
+            return self.legacy_grid_id
         doc = json.dumps({k: str(v) for k, v in asdict(self).items()}, sort_keys=True)
         return hashlib.sha256(doc.encode()).hexdigest()[:8]
+
+    @property
+    def legacy_grid_id(self) -> str:
+        """The id an earlier keyplane gave this grid, from its parameters alone (no account)."""
+        params = {k: str(v) for k, v in asdict(self).items() if k != "account"}
+        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
 
     def prices(self) -> list[Decimal]:
         with localcontext(CONTEXT):  # not the thread's context, which ccxt changes
@@ -92,6 +103,12 @@ class GridState:
 
     def open_levels(self) -> list[Level]:
         return [lv for lv in self.levels if lv.status in ("open", "pending")]
+
+
+def release(level: Level) -> None:
+    """Mark ``level`` empty after its order was canceled (its generation stays, so the next order
+    there gets a new id)."""
+    level.status, level.side, level.order_id = "idle", None, None
 
 
 def client_order_id(grid_id: str, level: int, gen: int) -> str:

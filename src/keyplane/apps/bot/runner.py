@@ -1,7 +1,13 @@
 """Run a grid: preflight checks, placement, the polling loop, persistence and clean stops.
 
-Exit codes: 0 the run ended (duration reached or a signal), 2 the bot refused to start (bad
-arguments, a key that can withdraw or cannot trade), 3 the key stopped working mid-run (revoked,
+On a clean stop (the duration reached, or a signal) the bot cancels every order of its grid
+(``on_stop="cancel"``, the default) or leaves them on the book (``"leave"``) for a later run to
+resume; ``cancel_orders`` also serves ``keyplane bot cancel``. A grid whose orders were all canceled
+is placed afresh (with new client order ids) the next time it starts.
+
+Exit codes: 0 the run ended (duration reached or a signal), 1 it ended but some of its orders
+could not be canceled (they are still on the book), 2 the bot refused to start (bad arguments, a
+key that can withdraw, cannot read or cannot trade), 3 the key stopped working mid-run (revoked,
 disabled, expired, IP no longer allowed): orders are left as they are and the state is saved.
 """
 
@@ -15,7 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyplane.apps.bot.grid import GridConfig, GridState, Level, after_fill, assign, fill_order, initial_sides
+from keyplane.apps.bot.grid import (
+    GridConfig,
+    GridState,
+    Level,
+    after_fill,
+    assign,
+    fill_order,
+    initial_sides,
+    release,
+)
 from keyplane.apps.bot.venues import OrderGone, PaperVenue, Venue
 from keyplane.apps.money import CONTEXT
 from keyplane.client.errors import (
@@ -32,7 +47,8 @@ from keyplane.client.keystore import atomic_write
 
 log = logging.getLogger("keyplane.bot")
 
-EXIT_OK, EXIT_REFUSED, EXIT_KEY_LOST = 0, 2, 3
+EXIT_OK, EXIT_NOT_CANCELED, EXIT_REFUSED, EXIT_KEY_LOST = 0, 1, 2, 3
+ON_STOP = ("cancel", "leave")
 
 
 class Refused(ClientError):
@@ -41,13 +57,22 @@ class Refused(ClientError):
 
 def preflight(restrictions: dict[str, Any]) -> list[str]:
     """Check a key's restrictions (``apiRestrictions``). Raises ``Refused`` for a key that can
-    withdraw or cannot trade; returns warnings (no IP allowlist, near expiry)."""
+    withdraw, cannot read (the bot reads its orders) or cannot trade; returns warnings (no IP
+    allowlist, near expiry)."""
     if restrictions.get("enableWithdrawals"):
         raise Refused(
             "this key can withdraw: a bot must run on a trade-only key (create one without the withdraw scope)"
         )
-    if not restrictions.get("enableSpotAndMarginTrading"):
-        raise Refused("this key cannot trade: it needs the trade scope")
+    missing = [
+        scope
+        for scope, field in (("read", "enableReading"), ("trade", "enableSpotAndMarginTrading"))
+        if not restrictions.get(field)
+    ]
+    if missing:
+        raise Refused(
+            f"this key cannot {' or '.join(missing)}: the bot needs the read and trade scopes "
+            f"(it lacks {', '.join(missing)})"
+        )
     warnings = []
     if not restrictions.get("ipRestrict"):
         warnings.append("this key has no IP allowlist: anyone who steals it can trade with it from anywhere")
@@ -67,8 +92,12 @@ class Runner:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     max_backoff_s: float = 60.0
+    on_stop: str = "cancel"
+    profile: str | None = None  # saved in the state file, for ``keyplane bot cancel``
 
     def __post_init__(self) -> None:
+        if self.on_stop not in ON_STOP:
+            raise Refused(f"--on-stop must be one of: {', '.join(ON_STOP)}")
         self.state = self._load()
         self.stop_requested = False
         self.errors_in_a_row = 0
@@ -80,7 +109,9 @@ class Runner:
             return None
         doc = json.loads(self.state_path.read_text())
         state = GridState.from_json(doc["state"])
-        if state.grid_id != self.config.grid_id:
+        # A state an earlier keyplane wrote has the id of the parameters alone: it is this grid's
+        # only if the user named the file, which says it belongs to this account.
+        if state.grid_id not in (self.config.grid_id, self.config.legacy_grid_id):
             raise Refused(f"{self.state_path} belongs to another grid ({state.grid_id}); use another --state file")
         orders = doc.get("paper_orders")
         if orders is not None and isinstance(self.venue, PaperVenue):
@@ -92,6 +123,7 @@ class Runner:
             return
         doc: dict[str, Any] = {
             "config": {k: str(v) for k, v in vars(self.config).items()},
+            "profile": self.profile,
             "state": self.state.to_json(),
         }
         if isinstance(self.venue, PaperVenue):
@@ -112,14 +144,20 @@ class Runner:
         self.save()
 
     def start(self) -> None:
-        """Place a new grid, or reconcile a saved one with the exchange."""
-        if self.state is None:
+        """Place a new grid, or reconcile a saved one with the exchange. A saved grid with nothing
+        on the book (its orders were canceled) is placed again, each level's id one generation on."""
+        if self.state is None or not self.state.open_levels():
             market = self.venue.market_price()
             if not (self.config.lower <= market <= self.config.upper):
                 log.warning("the price %s is outside the grid [%s, %s]", market, self.config.lower, self.config.upper)
-            prices = [self.venue.round_price(p) for p in self.config.prices()]
-            levels = [Level(i, p) for i, p in enumerate(prices)]
-            self.state = GridState(self.config.grid_id, self.config.symbol, levels, dry_run=self.dry_run)
+            if self.state is None:
+                prices = [self.venue.round_price(p) for p in self.config.prices()]
+                levels = [Level(i, p) for i, p in enumerate(prices)]
+                self.state = GridState(self.config.grid_id, self.config.symbol, levels, dry_run=self.dry_run)
+            else:
+                log.info("placing grid %s again: none of its orders is on the book", self.state.grid_id)
+                levels = self.state.levels
+                prices = [lv.price for lv in levels]
             for level, side in zip(levels, initial_sides(prices, market), strict=True):
                 if side is not None:
                     assign(level, side, self.state.grid_id)
@@ -201,8 +239,10 @@ class Runner:
                 if e.reason in FATAL_KEY_REASONS or isinstance(e, AuthenticationFailed):
                     self.save()
                     log.critical(
-                        "STOPPED: the key no longer works (%s). Orders were left as they are; state saved to %s",
+                        "STOPPED: the key no longer works (%s). Orders were left as they are; state saved to "
+                        "%s (with a working key, `keyplane bot cancel --state %s` cancels them)",
                         e.reason,
+                        self.state_path,
                         self.state_path,
                     )
                     return EXIT_KEY_LOST
@@ -216,6 +256,25 @@ class Runner:
                 self._backoff(1.0, f"exchange refused a request: {e}")
         self.save()
         log.info("grid %s stopped: %d fills; state saved to %s", self.config.grid_id, self.fills, self.state_path)
+        if self.state is None or not self.state.open_levels():
+            return EXIT_OK
+        if self.on_stop == "leave":
+            log.info(
+                "its orders stay on the book: run it again to resume, or `keyplane bot cancel --state %s`",
+                self.state_path,
+            )
+            return EXIT_OK
+        try:
+            canceled = cancel_orders(self.state, self.venue, self.save)
+        except ClientError as e:
+            log.error(
+                "could not cancel the grid's orders (%s); some are still on the book: "
+                "`keyplane bot cancel --state %s` cancels them",
+                e,
+                self.state_path,
+            )
+            return EXIT_NOT_CANCELED
+        log.info("canceled the grid's %d open order(s)", canceled)
         return EXIT_OK
 
     @property
@@ -228,3 +287,21 @@ class Runner:
         log.warning("%s: waiting %.1f s", why, wait)
         self.save()
         self.sleep(wait)
+
+
+def cancel_orders(state: GridState, venue: Venue, save: Callable[[], None]) -> int:
+    """Cancel every order of the grid that may be on the book; returns how many were canceled.
+    An order the exchange no longer has open (filled or canceled meanwhile) just frees its level.
+    ``save`` runs after each level, so an interruption loses nothing. Raises ``ClientError`` on
+    the first order that cannot be canceled (the rest stay as they are)."""
+    canceled = 0
+    for level in state.open_levels():
+        if level.cid is not None:
+            try:
+                venue.cancel(level.cid)
+                canceled += 1
+            except OrderGone:
+                pass
+        release(level)
+        save()
+    return canceled

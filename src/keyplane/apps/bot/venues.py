@@ -34,6 +34,10 @@ class Venue(Protocol):
         """``open``, ``closed`` (filled) or ``canceled``; raises ``OrderGone`` if unknown."""
         ...
 
+    def cancel(self, cid: str) -> None:
+        """Cancel an open order; raises ``OrderGone`` if the exchange has no open order by that id."""
+        ...
+
 
 class CcxtVenue:
     def __init__(self, exchange: Any, symbol: str) -> None:
@@ -95,6 +99,9 @@ class CcxtVenue:
         st = str(order.get("status") or "")
         return {"closed": "closed", "open": "open"}.get(st, "canceled")
 
+    def cancel(self, cid: str) -> None:
+        self._call(self.ex.cancel_order, "", self.symbol, {"origClientOrderId": cid})
+
 
 class PaperVenue:
     """Simulated orders on a real book: a buy fills once the best ask is at or below its price, a
@@ -142,3 +149,8 @@ class PaperVenue:
         if cid not in self.orders:
             raise OrderGone("order not found")
         return self.orders[cid]["status"]
+
+    def cancel(self, cid: str) -> None:
+        if self.orders.get(cid, {}).get("status") != "open":
+            raise OrderGone("order not found")
+        self.orders[cid]["status"] = "canceled"

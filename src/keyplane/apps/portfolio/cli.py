@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from keyplane.apps.common import data_file, fail, handled, out, profile_store, warn
+from keyplane.apps.common import data_file, err, fail, handled, out, profile_store, warn
 from keyplane.apps.portfolio import chart
 from keyplane.apps.portfolio.tracker import Snapshot, SnapshotStore, snapshot
 from keyplane.client.ccxt_factory import ccxt_exchange
@@ -15,6 +15,7 @@ from keyplane.client.profile import Profile
 
 app = typer.Typer(help="Balances across every profile, valued in one currency.", invoke_without_command=True)
 
+EXIT_PROFILE_FAILED = 1
 QuoteOpt = typer.Option("USDT", "--quote", help="Currency to value everything in.")
 ProfilesOpt = typer.Option(None, "--profile", "-p", help="Only these profiles (repeatable; default: all).")
 
@@ -49,16 +50,31 @@ def show(snap: Snapshot) -> None:
 @app.callback()
 @handled
 def portfolio(ctx: typer.Context, quote: str = QuoteOpt, profile: list[str] = ProfilesOpt) -> None:
-    """Take a snapshot of every profile now, store it, and show it."""
+    """Take a snapshot of every profile now, store it, and show it.
+
+    A profile that cannot be read is named on one line and the others are shown; that snapshot is
+    not stored (its total would show as a fall in the history) and the exit code is 1."""
     if ctx.invoked_subcommand is not None:
         return
-    snap = snapshot(_profiles(profile), ccxt_exchange, quote.upper())
-    db = _db()
-    try:
-        db.save(snap)
-    finally:
-        db.close()
-    show(snap)
+    profiles = _profiles(profile)
+    snap = snapshot(profiles, ccxt_exchange, quote.upper())
+    if not snap.failures:
+        db = _db()
+        try:
+            db.save(snap)
+        finally:
+            db.close()
+    if len(snap.failures) < len(profiles):
+        show(snap)
+    for f in snap.failures:
+        err.print(f"[bold red]error:[/] {f}", highlight=False, soft_wrap=True)
+    if snap.failures:
+        if len(snap.failures) < len(profiles):
+            warn(
+                "this snapshot leaves out the profiles that failed, so it was not stored in the history; "
+                "fix or remove them, or choose the others with --profile"
+            )
+        raise typer.Exit(EXIT_PROFILE_FAILED)
 
 
 @app.command("chart")

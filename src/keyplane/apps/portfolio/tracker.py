@@ -3,7 +3,12 @@
 For each profile: ``fetch_balance`` (total = free + locked), then a price for each asset from the
 same exchange's tickers: ``ASSET/QUOTE`` last price, or ``1 / QUOTE/ASSET``, or through USDT
 (``ASSET/USDT`` x ``USDT/QUOTE``). An asset with no price is listed with no value and named in the
-warnings, never silently counted as zero.
+warnings, never silently counted as zero. A quote currency that no market of the exchange trades
+(a fiat currency on a crypto exchange) could value nothing, so it is refused (``QuoteNotTraded``).
+
+A profile that cannot be read (unreachable, key revoked, ...) does not stop the others: the
+snapshot names it in ``failures``, and a snapshot with failures is incomplete (its total leaves
+that account out), so the commands show it but do not store it in the history.
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ from typing import Any
 
 from keyplane.apps.money import CONTEXT
 from keyplane.client.ccxt_errors import translate
+from keyplane.client.errors import ClientError
 from keyplane.client.profile import Profile
 
 ZERO = Decimal(0)
+
+
+class QuoteNotTraded(ClientError):
+    """The quote currency is not traded on the profile's exchange: nothing can be valued in it."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class Snapshot:
     quote: str
     holdings: list[Holding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # "<profile>: <why>", one per profile that failed
 
     @property
     def total(self) -> Decimal:
@@ -105,6 +116,15 @@ def holdings_for(profile: Profile, exchange: Any, quote: str) -> tuple[list[Hold
         balance = exchange.fetch_balance()
     except Exception as e:
         raise translate(e, exchange) from None
+    traded = {c for m in (exchange.markets or {}).values() for c in (m.get("base"), m.get("quote"))}
+    if quote not in traded:
+        known = sorted(c for c in traded if c)
+        listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        raise QuoteNotTraded(
+            f"{quote} is not traded on {profile.exchange} (profile {profile.name}), so nothing can be valued "
+            f"in it (valuation in a currency without markets, such as a fiat currency, is not supported yet); "
+            f"use one of: {listed}"
+        )
     amounts: dict[str, Decimal] = {}
     for row in (balance.get("info") or {}).get("balances") or []:
         total = (_dec(row.get("free")) or ZERO) + (_dec(row.get("locked")) or ZERO)
@@ -144,9 +164,18 @@ def snapshot(
     *,
     now: Callable[[], float] = time.time,
 ) -> Snapshot:
+    """Every profile's holdings now. A profile that fails with a ``ClientError`` is named in
+    ``failures`` and the others are still read; ``QuoteNotTraded`` (bad input, not a failing
+    account) is raised."""
     snap = Snapshot(int(now() * 1000), quote.upper())
     for profile in profiles:
-        holdings, warnings = holdings_for(profile, make_exchange(profile), snap.quote)
+        try:
+            holdings, warnings = holdings_for(profile, make_exchange(profile), snap.quote)
+        except QuoteNotTraded:
+            raise
+        except ClientError as e:
+            snap.failures.append(f"{profile.name}: {e}")
+            continue
         snap.holdings.extend(holdings)
         snap.warnings.extend(warnings)
     return snap
@@ -172,6 +201,10 @@ class SnapshotStore:
         self._db.close()
 
     def save(self, snap: Snapshot) -> int:
+        """Store a complete snapshot; raises ``ValueError`` for one with failures (its total would
+        show as a fall in the history)."""
+        if snap.failures:
+            raise ValueError("an incomplete snapshot is not stored")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             cur = self._db.execute(

@@ -81,7 +81,10 @@ def make_server(
                 self._send(403, "text/plain", b"cross-origin refresh refused")
                 return
             try:
-                store.save(refresh())
+                snap = refresh()
+                if snap.failures:  # incomplete: not stored, and each failing profile named
+                    raise ValueError("; ".join(snap.failures) + " (nothing was stored)")
+                store.save(snap)
             except Exception as e:  # shown on the page, one line, no traceback
                 self._send(502, "text/plain; charset=utf-8", f"refresh failed: {e}".encode())
                 return

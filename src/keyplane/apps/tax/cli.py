@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from keyplane.apps.common import data_file, err, fail, handled, out, profile_store, warn
 from keyplane.apps.tax import csvimport, report, reporter
+from keyplane.apps.tax.engine import TaxError
 from keyplane.apps.tax.ledger import Ledger
 from keyplane.apps.tax.pools import METHODS
 from keyplane.apps.tax.sync import Syncer
 from keyplane.client.ccxt_factory import ccxt_exchange
+from keyplane.client.errors import ClientError
 
 app = typer.Typer(help="Trades, deposits and withdrawals in a local ledger; realised gains by year.")
 LedgerOpt = typer.Option(None, "--ledger", envvar="KEYPLANE_TAX_LEDGER", help="Ledger file.")
@@ -31,7 +33,10 @@ def sync(
     symbols: str = typer.Option("", help="Comma-separated symbols (BTC/USDT,...); default: every market."),
     ledger_path: Path | None = LedgerOpt,
 ) -> None:
-    """Pull new trades, deposits and withdrawals from every profile (incremental and idempotent)."""
+    """Pull new trades, deposits and withdrawals from every profile (incremental and idempotent).
+
+    A profile that fails (unreachable, key revoked, ...) is reported on one line and the others
+    are synced; the exit code is then 1."""
     try:
         since_ms = csvimport.parse_date(since)
     except ValueError as e:
@@ -42,35 +47,60 @@ def sync(
         fail("no profiles: add one with `keyplane keys add`")
     wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] or None
     ledger = _ledger(ledger_path)
+    summaries: list[str] = []
+    failed: list[str] = []
     try:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
         ) as bar:
             for p in chosen:
-                syncer = Syncer(
-                    ledger, p.name, ccxt_exchange(p, enableRateLimit=True), since_ms=since_ms, symbols=wanted
-                )
-                streams = syncer.plan()
-                task = bar.add_task(p.name, total=len(streams))
-                for stream in streams:
-                    bar.update(task, description=f"{p.name} {stream}")
-                    if stream.startswith("trades:"):
-                        syncer.sync_trades(stream.split(":", 1)[1])
-                    else:
-                        syncer.sync_transfers(stream)
-                    bar.advance(task)
-                bar.update(task, description=f"{p.name} done")
+                task = bar.add_task(p.name, total=None)
+                try:
+                    syncer = Syncer(
+                        ledger, p.name, ccxt_exchange(p, enableRateLimit=True), since_ms=since_ms, symbols=wanted
+                    )
+                    _sync_one(syncer, bar, task)
+                except (ClientError, TaxError) as e:
+                    failed.append(p.name)
+                    bar.update(task, description=f"{p.name} failed")
+                    # Through the progress bar's console: the line goes above the bars, not into them.
+                    bar.console.print(f"[bold red]error:[/] {p.name}: {e}", highlight=False, soft_wrap=True)
+                    continue
                 s = syncer.stats
-                out.print(
-                    f"{p.name}: {s.trades} new trade(s), {s.deposits} deposit(s), {s.withdrawals} withdrawal(s) "
-                    f"({s.requests} requests)"
+                summaries.append(
+                    f"{p.name}: {s.trades} new trade(s), {s.deposits} deposit(s), "
+                    f"{s.withdrawals} withdrawal(s) ({s.requests} requests)"
                 )
-        counts = ledger.counts()
-        out.print(
-            f"ledger: {counts['trades']} trades, {counts['deposits']} deposits, {counts['withdrawals']} withdrawals"
-        )
     finally:
-        ledger.close()
+        # After the bars are gone, so no summary line lands in the middle of one.
+        for line in summaries:
+            out.print(line, highlight=False, soft_wrap=True)
+        try:
+            counts = ledger.counts()
+            out.print(
+                f"ledger: {counts['trades']} trades, {counts['deposits']} deposits, "
+                f"{counts['withdrawals']} withdrawals",
+                highlight=False,
+                soft_wrap=True,
+            )
+        finally:
+            ledger.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+def _sync_one(syncer: Syncer, bar: Progress, task: TaskID) -> None:
+    name = syncer.account
+    streams = syncer.plan()
+    bar.update(task, total=len(streams))
+    for stream in streams:
+        bar.update(task, description=f"{name} {stream}")
+        if stream.startswith("trades:"):
+            syncer.sync_trades(stream.split(":", 1)[1])
+        else:
+            syncer.sync_transfers(stream)
+        bar.advance(task)
+    bar.update(task, description=f"{name} done")
 
 
 @app.command("import")
@@ -110,6 +140,9 @@ def report_cmd(
     ledger_path = ledger_path or data_file("ledger.sqlite")
     if not ledger_path.is_file():
         fail(f"no ledger at {ledger_path}: fill it with 'keyplane tax sync' or 'keyplane tax import' first")
+    quote = quote.upper()
+    with Ledger(ledger_path) as lg:  # refuse a currency nothing can be valued in, before any file is written
+        lg.check_report_currency(quote)
     try:
         done = reporter.make(
             ledger_path,

@@ -1,8 +1,10 @@
 """The local ledger: a SQLite file of trades, deposits and withdrawals, plus sync cursors.
 
-Rows are keyed by (account, id), so storing the same trade twice is a no-op: a sync can be run
-again, or resumed after an interruption, without duplicates. A page of rows and the cursor that
-follows it commit in one transaction.
+Trades are keyed by (account, market, id), since an exchange numbers its trades per market
+(keyplane and Binance both start each market's trades at 1); transfers by (account, kind, id).
+Storing the same row twice is a no-op: a sync can be run again, or resumed after an
+interruption, without duplicates. A page of rows and the cursor that follows it commit in one
+transaction. A trade's ``ref`` in a report is ``<account>:trade:<BASE>/<QUOTE>:<id>``.
 
 Amounts are stored exactly: as integers counting units of ``10**-SCALE`` (``scaled.SCALE`` = 10
 decimals), so that a report reads them with no decimal parsing, or as decimal text when an amount
@@ -10,7 +12,10 @@ has more decimals or does not fit in 64 bits. ``trades()`` reads them back as ``
 trailing zeros: ``1.50`` is stored and read back as ``1.5``), ``scaled_trades()`` as integers.
 
 The file's format is ``PRAGMA user_version`` (``SCHEMA_VERSION``). Opening a ledger of an earlier
-format upgrades it in place, in one transaction.
+format upgrades it in place, in one transaction. Formats 0 and 1 keyed trades by (account, id)
+alone, so a trade whose id another market had already used was dropped: the upgrade rebuilds the
+key and resets the trade cursors, so the next sync fetches every trade again and stores the ones
+that were missing (those already stored are not stored twice).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from keyplane.apps.tax.engine import TaxError
 from keyplane.apps.tax.model import Trade, Transfer
 from keyplane.apps.tax.scaled import SCALE, OwnRow, Row, TransferRow, to_decimal
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the first format (amounts as decimal text)
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0: amounts as decimal text; 1: trades keyed without their market
 WIDE = "typeof(amount)='text' OR typeof(cost)='text' OR typeof(fee)='text' OR typeof(fee_value)='text'"
 WIDE_TRANSFERS = "typeof(amount)='text' OR typeof(fee)='text'"
 
@@ -40,7 +45,7 @@ CREATE TABLE IF NOT EXISTS {trades} (
     source TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL,
     side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), amount NOT NULL, cost NOT NULL,
     fee NOT NULL DEFAULT 0, fee_asset TEXT, fee_value, order_id TEXT,
-    PRIMARY KEY (source, id)
+    PRIMARY KEY (source, base, quote, id)
 );
 CREATE TABLE IF NOT EXISTS {transfers} (
     source TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdrawal')), id TEXT NOT NULL,
@@ -58,6 +63,7 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 """
 _INT64 = 1 << 63
+REF = "source || ':trade:' || id"  # a trade's ref, as the Decimal engine writes it
 # A trade that reads no price and touches no third asset's pool (``Ledger.only_usual_trades``),
 # with the report currency as the parameter ``q``.
 _USUAL = (
@@ -143,8 +149,12 @@ class Ledger:
                     f"({SCHEMA_VERSION}); upgrade keyplane to read it"
                 )
             exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trades'").fetchone()
-            if exists:
+            if exists and version == 0:
                 self._migrate_from_text()
+            elif exists:
+                self._rekey_trades()
+            if exists:
+                self._reset_trade_cursors()
             else:
                 self._run_script(TABLES.format(trades="trades", transfers="transfers"))
             self._run_script(INDEXES)
@@ -175,6 +185,21 @@ class Ledger:
         for table in ("trades", "transfers"):
             self._db.execute(f"DROP TABLE {table}")
             self._db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+
+    def _rekey_trades(self) -> None:
+        """Format 1 keyed trades by (source, id): copy them into a table keyed by (source, base,
+        quote, id), in their order, amounts as they are."""
+        self._run_script(TABLES.format(trades="trades_new", transfers="transfers"))
+        self._db.execute("INSERT INTO trades_new SELECT * FROM trades ORDER BY rowid")
+        self._db.execute("DROP TABLE trades")
+        self._db.execute("ALTER TABLE trades_new RENAME TO trades")
+
+    def _reset_trade_cursors(self) -> None:
+        """Make the next sync fetch every trade again: under the old key, some were dropped while
+        their cursor moved past them. Transfers were keyed right, so their cursors stay."""
+        cursors = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='cursors'").fetchone()
+        if cursors:
+            self._db.execute("DELETE FROM cursors WHERE stream LIKE 'trades:%' OR stream LIKE 'idtrades:%'")
 
     def close(self) -> None:
         self._db.close()
@@ -273,7 +298,7 @@ class Ledger:
 
         Raises ``NotScaled`` if an amount has more decimals than that (``trades()`` reads it)."""
         cur = self._db.execute(
-            "SELECT source, source || ':trade:' || id, ts, base, quote, side, amount, cost, fee, fee_asset, fee_value "
+            f"SELECT source, {REF}, ts, base, quote, side, amount, cost, fee, fee_asset, fee_value "
             "FROM trades ORDER BY ts, rowid"
         )
         new = tuple.__new__
@@ -297,6 +322,27 @@ class Ledger:
         asset (which gives its value). In such a ledger an asset's pool needs only its own trades."""
         other = self._db.execute(f"SELECT 1 FROM trades WHERE NOT ({_USUAL}) LIMIT 1", {"q": quote}).fetchone()
         return other is None and not self.has_transfers()
+
+    def check_report_currency(self, quote: str) -> None:
+        """Raise ``TaxError`` unless some trade is in ``quote`` (as its base or its quote): values
+        come only from the ledger's own prices, so in a currency that was never traded (a fiat
+        currency on a crypto exchange) every disposal would be worth 0. An empty ledger passes."""
+        if self._db.execute("SELECT 1 FROM trades LIMIT 1").fetchone() is None:
+            return
+        q = "SELECT 1 FROM trades WHERE quote = ? LIMIT 1"
+        if (
+            self._db.execute(q, (quote,)).fetchone()
+            or self._db.execute(q.replace("quote =", "base ="), (quote,)).fetchone()
+        ):
+            return
+        quotes = [
+            r[0] for r in self._db.execute("SELECT quote FROM trades GROUP BY quote ORDER BY count(*) DESC LIMIT 5")
+        ]
+        raise TaxError(
+            f"no trade in the ledger is in {quote}, so nothing could be valued in it (valuation in a currency "
+            f"you did not trade, such as a fiat currency, is not supported yet); use --quote {quotes[0]}"
+            + (f" (the ledger's quote currencies: {', '.join(quotes)})" if len(quotes) > 1 else "")
+        )
 
     def has_transfers(self) -> bool:
         return self._db.execute("SELECT 1 FROM transfers LIMIT 1").fetchone() is not None
@@ -341,7 +387,7 @@ class Ledger:
         on its own. Only what the engine needs, read in one scan of the table: cheaper than index
         order, and it checks the trades on the way, where ``only_usual_trades`` is a scan of its own."""
         cur = self._db.execute(
-            f"SELECT (ts - {int(first)}) * {int(step)} + rowid, source, source || ':trade:' || id, ts, side = 'buy',"
+            f"SELECT (ts - {int(first)}) * {int(step)} + rowid, source, {REF}, ts, side = 'buy',"
             f" amount, cost, fee, CASE WHEN NOT ({_USUAL}) THEN -1 WHEN fee = 0 OR fee_asset IS NULL THEN 0"
             " WHEN fee_asset = base THEN 1 ELSE 2 END, fee_value FROM trades NOT INDEXED WHERE base = :a",
             {"a": asset, "q": quote},

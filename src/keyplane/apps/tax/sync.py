@@ -3,9 +3,14 @@
 - Trades: ``fetch_my_trades`` per symbol (it needs one). On Binance and keyplane, pages follow the
   trade id (``fromId``); elsewhere each page starts at the last stored trade's time, and
   overlapping rows are simply ignored by the ledger.
-- Deposits and withdrawals: ``fetch_deposits``/``fetch_withdrawals`` in 90-day windows (Binance's
-  limit), each paginated (by ``offset`` on Binance and keyplane). Transfers that are not final
-  yet are not stored, and the cursor stops before them so the next sync picks them up again.
+- Deposits and withdrawals: on a keyplane server, one open-ended query per kind from the cursor
+  (``startTime`` without ``endTime``, which keyplane answers with everything since), paged by
+  ``offset``: a first sync costs a request or two, not a walk through every 90-day window since
+  2017. Elsewhere ``fetch_deposits``/``fetch_withdrawals`` in 90-day windows (Binance's limit),
+  each paginated (by ``offset`` on Binance). Transfers that are not final yet are not stored, and
+  the cursor stops before them so the next sync picks them up again. The cursor stays
+  ``OVERLAP_MS`` behind the clock, so a transfer the exchange records late (or a clock that runs
+  ahead of the exchange's) is still found; what is fetched twice is stored once.
 - After every page, the rows and the stream's cursor commit together: an interrupted sync resumes
   where it stopped and never stores a row twice.
 
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from keyplane.apps.tax.engine import TaxError
 from keyplane.apps.tax.ledger import Ledger
 from keyplane.apps.tax.model import ZERO, Side, Trade, Transfer
 from keyplane.client.ccxt_errors import translate
@@ -28,6 +34,7 @@ from keyplane.client.ccxt_errors import translate
 WINDOW_MS = 90 * 86_400_000
 DEFAULT_SINCE_MS = 1_499_990_400_000  # 2017-07-14, when Binance opened
 MAX_MARKETS_ALL = 60
+OVERLAP_MS = 10 * 60_000
 
 Progress = Callable[[str], None]
 
@@ -83,13 +90,16 @@ def to_transfer(account: str, kind: str, x: dict[str, Any]) -> Transfer:
     info = x.get("info") or {}
     amount = _dec(info.get("amount"), x.get("amount"))
     fee = _dec(info.get("transactionFee"), (x.get("fee") or {}).get("cost")) if kind == "withdrawal" else ZERO
-    tid = x.get("id") or x.get("txid") or f"{x.get('currency')}-{x.get('timestamp')}"
+    asset = str(x.get("currency") or info.get("coin"))
+    # An exchange's own transfer id is unique per account; a transaction id is not (one on-chain
+    # transaction can pay several assets), so without an id the asset is part of the key.
+    tid = x.get("id") or (f"{asset}:{x['txid']}" if x.get("txid") else f"{asset}-{x.get('timestamp')}")
     return Transfer(
         account,
         str(tid),
         "deposit" if kind == "deposit" else "withdrawal",
         int(x["timestamp"]),
-        str(x.get("currency") or info.get("coin")),
+        asset,
         amount + fee,  # what left the account (Binance reports the fee apart)
         fee,
         x.get("txid"),
@@ -133,7 +143,7 @@ class Syncer:
         if self.symbols:
             unknown = [s for s in self.symbols if s not in markets]
             if unknown:
-                raise ValueError(f"{self.account}: unknown symbol(s) {', '.join(unknown)}")
+                raise TaxError(f"unknown symbol(s) {', '.join(unknown)} on this exchange")
             symbols = list(self.symbols)
         else:
             spot = [s for s, m in markets.items() if m.get("spot", True) and m.get("active", True) is not False]
@@ -161,6 +171,12 @@ class Syncer:
         """Binance (and keyplane) page trades by id (``fromId``) and transfers by ``offset``, which
         never skips rows that share a millisecond."""
         return getattr(self.ex, "id", None) == "binance"
+
+    @property
+    def _keyplane_server(self) -> bool:
+        """A keyplane server (``ccxt_exchange`` marks it), which answers a history query with a
+        ``startTime`` and no ``endTime`` with every row since, however long ago."""
+        return bool((getattr(self.ex, "options", None) or {}).get("keyplaneServer"))
 
     def sync_trades(self, symbol: str) -> None:
         stream = f"trades:{symbol}"
@@ -200,33 +216,50 @@ class Syncer:
         fetch = self.ex.fetch_deposits if kind == "deposits" else self.ex.fetch_withdrawals
         start = self.ledger.cursor(self.account, kind) or self.since_ms
         now = self.now_ms()
+        if self._keyplane_server:
+            pending = self._transfer_pages(kind, fetch, None, {"startTime": start})
+            self.ledger.set_cursor(self.account, kind, self._next_cursor(start, now, now, pending))
+            return
         while start < now:
             end = min(start + WINDOW_MS, now)
-            since, offset, pending = start, 0, None
-            while True:
-                params: dict[str, Any] = {"until": end - 1}
-                if self._binance_like:
-                    params["offset"] = offset
-                page = self._call(fetch, None, since, self.limit, params)
-                done = [x for x in page if x.get("status") in ("ok", None) and x.get("timestamp") is not None]
-                for x in page:
-                    if x.get("status") not in ("ok", None, "failed", "canceled") and x.get("timestamp"):
-                        pending = min(pending or x["timestamp"], int(x["timestamp"]))
-                rows = [to_transfer(self.account, kind[:-1], x) for x in done]
-                with self.ledger.transaction():
-                    added = self.ledger.add_transfers(rows)
-                    if kind == "deposits":
-                        self.stats.deposits += added
-                    else:
-                        self.stats.withdrawals += added
-                if len(page) < self.limit:
-                    break
-                if self._binance_like:
-                    offset += len(page)
-                else:
-                    since = max(int(x["timestamp"]) for x in page) + 1
-            cursor = end if pending is None else min(end, pending)
-            self.ledger.set_cursor(self.account, kind, cursor)
+            pending = self._transfer_pages(kind, fetch, start, {"until": end - 1})
+            self.ledger.set_cursor(self.account, kind, self._next_cursor(start, end, now, pending))
             if pending is not None:
                 return
             start = end
+
+    @staticmethod
+    def _next_cursor(start: int, end: int, now: int, pending: int | None) -> int:
+        """Where the next sync starts: the end of what was read, but before a transfer that is not
+        final yet and ``OVERLAP_MS`` behind the clock; never before ``start``."""
+        cursor = min(end, now - OVERLAP_MS, pending if pending is not None else end)
+        return max(cursor, start)
+
+    def _transfer_pages(
+        self, kind: str, fetch: Callable[..., Any], since: int | None, base: dict[str, Any]
+    ) -> int | None:
+        """Store every final transfer of one query, page by page; returns the time of the earliest
+        transfer that is not final yet, if any."""
+        offset, pending = 0, None
+        while True:
+            params = dict(base)
+            if self._binance_like:
+                params["offset"] = offset
+            page = self._call(fetch, None, since, self.limit, params)
+            done = [x for x in page if x.get("status") in ("ok", None) and x.get("timestamp") is not None]
+            for x in page:
+                if x.get("status") not in ("ok", None, "failed", "canceled") and x.get("timestamp"):
+                    pending = min(pending or x["timestamp"], int(x["timestamp"]))
+            rows = [to_transfer(self.account, kind[:-1], x) for x in done]
+            with self.ledger.transaction():
+                added = self.ledger.add_transfers(rows)
+                if kind == "deposits":
+                    self.stats.deposits += added
+                else:
+                    self.stats.withdrawals += added
+            if len(page) < self.limit:
+                return pending
+            if self._binance_like:
+                offset += len(page)
+            else:
+                since = max(int(x["timestamp"]) for x in page) + 1
