@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import exc
+
 from keyplane.accounts.identity import Identity
 from keyplane.accounts.service import AccountService
 from keyplane.db import Database
+from keyplane.errors import KeyplaneError, ServiceUnavailable
 from keyplane.exchange.service import ExchangeService
 from keyplane.keys.master import MasterKeys
 from keyplane.keys.service import KeyService
@@ -36,9 +39,46 @@ class Services:
         self.db.dispose()
 
 
+class StartupError(KeyplaneError):
+    """The server cannot start on this data directory or database; the message says why, in one line."""
+
+    code = "startup_failed"
+    status = 503
+
+
+def _one_line(error: BaseException) -> str:
+    cause: BaseException = error
+    while isinstance(cause, (ServiceUnavailable, exc.StatementError)) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, exc.DBAPIError) and cause.orig is not None:
+        cause = cause.orig
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Every service, on a checked data directory and database. Raises :class:`StartupError` (one
+    line naming the directory or database and the problem) if either cannot be used."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise StartupError(f"cannot create the data directory {settings.data_dir}: {e.strerror or e}") from e
     db = Database(settings)
+    try:
+        return _build(settings, db, migrate)
+    except StartupError:
+        db.dispose()
+        raise
+    except OSError as e:
+        db.dispose()
+        where = e.filename or settings.data_dir
+        raise StartupError(f"cannot use the data directory {settings.data_dir} ({where}): {e.strerror or e}") from e
+    except (exc.SQLAlchemyError, ServiceUnavailable) as e:
+        db.dispose()
+        raise StartupError(f"cannot use {db.describe()}: {_one_line(e)}") from e
+
+
+def _build(settings: Settings, db: Database, migrate: bool) -> Services:
     if migrate:
         db.migrate()
     master = MasterKeys(settings)

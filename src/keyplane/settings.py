@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     audit_failure_window_s: float = Field(default=60.0, gt=0, le=86400)
     # Redis socket timeout: a slow Redis fails signed requests closed instead of stalling them.
     redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    # Database time bounds, so that a slow, locked or silent database fails requests closed (503)
+    # instead of hanging them. Connecting (PostgreSQL); one statement, or a lock wait (PostgreSQL's
+    # statement_timeout and idle_in_transaction_session_timeout, SQLite's busy timeout; a PostgreSQL
+    # connection whose server stays silent longer than this is cut); waiting for a pooled
+    # connection; and how long /healthz waits for the database before it reports it unhealthy.
+    db_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    db_statement_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    db_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    healthz_timeout_s: float = Field(default=1.0, gt=0, le=30)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -353,7 +353,7 @@ def test_a_signed_api_key_cannot_manage_keys(client, acct):
     issued = svc.keys.create(
         user_id(client),
         scopes=("read", "trade", "withdraw"),
-        restrictions=svc.keys.build_restrictions(ips=["127.0.0.0/8"]),
+        restrictions=svc.keys.build_restrictions(ips=["127.0.0.1"]),
     )
     assert issued.secret is not None
     # The key itself is good: it signs a real request.
@@ -454,3 +454,86 @@ def test_openapi_documents_the_account_api(acct):
     schemes = doc["components"]["securitySchemes"]
     assert {s["name"] for s in schemes.values()} >= {"kp_session", "X-CSRF-Token"}
     assert not [p for p in doc["paths"] if p.startswith("/v1/keys") and p != "/v1/keys/self"]
+
+
+# -- expired keys, IP binding, sessions that must end ---------------------------------------------
+
+
+def test_a_patch_does_not_revive_an_idle_expired_key(client, acct):
+    """An idle-expired trade key stays expired: adding an allowlist (a narrowing for a live key)
+    does not bring it back, with or without a code, and neither do enable or rotate. No code is
+    spent on a refusal."""
+    client.ready()
+    created = client.create_key(scopes=["read", "trade"]).json()
+    key, secret = created["api_key"], created["secret"]
+    services = acct[1]
+    idle = dt.timedelta(days=services.settings.idle_expiry_days, hours=1)
+    with services.db.transaction() as s:
+        s.execute(
+            ApiKey.__table__.update()
+            .where(ApiKey.public_id == key)
+            .values(created_at=dt.datetime.now(dt.UTC) - idle, updated_at=dt.datetime.now(dt.UTC))
+        )
+    r = signed_get(acct[0].url, "/api/v3/account", key, secret)
+    assert r.status_code == 401 and r.json()["reason"] == "key_expired"
+    path = f"/v1/account/keys/{key}"
+    for body in ({"ips": ["203.0.113.7"]}, {"ips": ["203.0.113.7"], "totp": "000000"}, {"label": "bot"}):
+        r = client.api("PATCH", path, body)
+        assert r.status_code == 409 and r.json()["error"] == "key_state", r.text
+        assert "stays expired" in r.json()["message"]
+    assert client.api("POST", f"{path}/enable", {"totp": "000000"}).status_code == 409
+    assert client.api("POST", f"{path}/rotate", {"totp": "000000"}).status_code == 409
+    after = client.api("GET", path).json()
+    assert after["status"] == "expired" and after["ip_allowlist"] == []
+    assert signed_get(acct[0].url, "/api/v3/account", key, secret).json()["reason"] == "key_expired"
+    # The refusals above spent no code and counted no failure: a fresh code still works.
+    assert client.create_key().status_code == 201
+
+
+def test_withdraw_with_a_whole_internet_allowlist_is_refused(client, acct):
+    client.ready()
+    before = key_count(acct[1], user_id(client))
+    r = client.create_key(scopes=["read", "withdraw"], ips=["0.0.0.0/0", "::/0"])
+    assert r.status_code == 400 and r.json()["error"] == "withdraw_needs_ip_allowlist"
+    assert r.json()["field"] == "ips" and "0.0.0.0/0, ::/0 are broader than /24 (IPv4) or /48 (IPv6)" in r.text
+    assert key_count(acct[1], user_id(client)) == before
+    r = client.create_key(scopes=["read", "trade"], ips=["0.0.0.0/0", "::/0"])
+    assert r.status_code == 201 and r.json()["idle_expiry"] is True and r.json()["expires_at"]
+
+
+def _second_session(client: ConsoleClient, acct) -> ConsoleClient:
+    other = ConsoleClient(acct[0].url, drift=DRIFT)
+    other.email, other.clock = client.email, client.clock  # one authenticator, two browsers
+    assert other.login().status_code == 200
+    assert other.api("GET", "/v1/account/session").status_code == 200
+    return other
+
+
+def test_revoke_all_and_2fa_changes_end_the_other_sessions(client, acct):
+    client.ready()
+    for change in (
+        ("POST", "/v1/account/recovery-codes", lambda: {"totp": client.code()}),
+        ("POST", "/v1/account/keys/revoke-all", lambda: {"confirm": True, "totp": client.code()}),
+    ):
+        other = _second_session(client, acct)
+        try:
+            method, path, body = change
+            assert client.api(method, path, body()).status_code == 200
+            r = other.api("GET", "/v1/account/session")
+            assert r.status_code == 401 and r.json()["error"] == "login_required", path
+            assert client.api("GET", "/v1/account/session").status_code == 200  # the caller stays in
+        finally:
+            other.close()
+
+
+def test_enrolling_2fa_ends_the_other_sessions(client, acct):
+    assert client.signup().status_code == 201
+    other = ConsoleClient(acct[0].url, drift=DRIFT)
+    other.email = client.email
+    try:
+        assert other.login().status_code == 200  # no 2FA yet: password alone
+        client.enrol()
+        assert other.api("GET", "/v1/account/session").status_code == 401
+        assert client.api("GET", "/v1/account/session").json()["two_factor"] is True
+    finally:
+        other.close()

@@ -107,7 +107,7 @@ def test_disabled_key_then_enabled(server, services, key):
     services.keys.disable(key.info.api_key)
     q = _signed_query(key.secret, {"timestamp": now_ms()})
     _check(_get(server.url, key.info.api_key, q), 401, -1002, "key_disabled", "disabled")
-    services.keys.enable(key.info.api_key)
+    services.keys.enable(key.info.api_key, step_up=True)
     assert _get(server.url, key.info.api_key, _signed_query(key.secret, {"timestamp": now_ms()})).status_code == 200
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from keyplane.api.app import create_app
 from keyplane.services import build_services
 from kptest.backends import postgres_database
 from kptest.clients import signed_get
+from kptest.exchange import signed_request
 from kptest.proxy import CuttableProxy
 from kptest.server import start_in_thread
 
@@ -61,5 +63,58 @@ def test_database_outage_fails_closed(proxied_db, make_settings, master_keys):
             time.sleep(0.2)
         assert status == 200
     finally:
+        srv.stop()
+        services.close()
+
+
+def test_a_silent_database_fails_requests_closed_quickly_and_applies_nothing_late(
+    proxied_db, make_settings, master_keys
+):
+    """The link to PostgreSQL goes silent (no reset, nothing forwarded): requests and /healthz
+    answer within their bounds, and an order in flight is not applied when the link comes back."""
+    from sqlalchemy import text
+
+    url, proxy = proxied_db
+    settings = make_settings(
+        database_url=url, master_keys=master_keys, redis_url=None, db_statement_timeout_s=1.0,
+        db_connect_timeout_s=2.0, db_pool_timeout_s=1.0, healthz_timeout_s=0.5,
+    )  # fmt: skip
+    services = build_services(settings)
+    user = services.accounts.create_user("silent@example.com", "a long enough password")
+    assert services.exchange is not None
+    services.exchange.wallet.credit(user.id, "USDT", "100000")
+    issued = services.keys.create(user.id, scopes=("read", "trade"))
+    srv = start_in_thread(create_app(settings, services))
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "100",
+             "quantity": "1", "recvWindow": 60000}  # fmt: skip
+    try:
+        assert signed_get(srv.url, "/api/v3/account", issued.info.api_key, issued.secret).status_code == 200
+        proxy.stall()
+        started = time.monotonic()
+        resp = signed_request("POST", srv.url, "/api/v3/order", issued.info.api_key, issued.secret, order)
+        took = time.monotonic() - started
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["code"] == -1001
+        assert took < 8.0, f"the order hung for {took:.1f} s"
+
+        started = time.monotonic()
+        health = httpx.get(srv.url + "/healthz", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert time.monotonic() - started < 2.0
+
+        started = time.monotonic()
+        public = httpx.get(srv.url + "/api/v3/depth", params={"symbol": "BTCUSDT"}, timeout=20)
+        assert public.status_code == 503, public.text
+        assert time.monotonic() - started < 8.0
+
+        proxy.resume()
+        deadline = time.monotonic() + 15
+        while httpx.get(srv.url + "/healthz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the server did not recover"
+        with services.db.read() as s:
+            placed = s.execute(text("SELECT COUNT(*) FROM ex_orders WHERE user_id = :u"), {"u": user.id}).scalar_one()
+        assert placed == 0
+    finally:
+        proxy.resume()
         srv.stop()
         services.close()

@@ -72,7 +72,7 @@ def test_revocation_is_final(services, make_key):
     issued = make_key()
     services.keys.revoke(issued.info.api_key)
     with pytest.raises(KeyStateError):
-        services.keys.enable(issued.info.api_key)
+        services.keys.enable(issued.info.api_key, step_up=True)
     with pytest.raises(KeyStateError):
         services.keys.rotate(issued.info.api_key, grace=dt.timedelta(0))
 
@@ -163,7 +163,7 @@ def test_audit_events_for_every_change(services, make_key):
     key = issued.info.api_key
     services.keys.update(key, label="bot")
     services.keys.disable(key)
-    services.keys.enable(key)
+    services.keys.enable(key, step_up=True)
     services.keys.rotate(key, grace=dt.timedelta(0))
     services.keys.revoke(key)
     with services.db.read() as s:

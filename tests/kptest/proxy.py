@@ -16,12 +16,19 @@ class CuttableProxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._loop.call_soon_threadsafe(self._flowing.set)
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="cuttable-proxy")
         self._thread.start()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with suppress(Exception):
-            while data := await reader.read(65536):
+            while True:
+                await self._flowing.wait()  # stalled: the bytes wait in the kernel, unread
+                data = await reader.read(65536)
+                if not data:
+                    break
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         with suppress(Exception):
@@ -41,6 +48,15 @@ class CuttableProxy:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
         asyncio.run_coroutine_threadsafe(start(), self._loop).result(5)
+
+    def stall(self) -> None:
+        """Go silent: keep every connection open (and accept new ones) but forward nothing, like a
+        network that drops packets without a reset."""
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def resume(self) -> None:
+        """Forward again, including everything held back while stalled."""
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def down(self) -> None:
         """Refuse new connections and cut every open one."""

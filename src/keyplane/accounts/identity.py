@@ -26,6 +26,7 @@ from keyplane.audit.service import record as audit
 from keyplane.db import Database
 from keyplane.keys.master import MasterKeys
 from keyplane.keys.models import ApiKey
+from keyplane.parsing import bad_character
 from keyplane.settings import Settings
 
 
@@ -80,7 +81,9 @@ class Identity:
         """Check the password. Raises Throttled or InvalidCredentials (same message for a wrong email)."""
         who = email.strip().lower()[:320]
         self.throttle.check(self.throttle.login, who, ip, field="password")
-        found = self.accounts.password_hash_for(who)
+        # No account has such an address (sign-up refuses control characters), and it must not
+        # reach the database (PostgreSQL refuses NUL): the same answer as a wrong email.
+        found = None if bad_character(who) is not None else self.accounts.password_hash_for(who)
         if found is None:
             burn_dummy_verify(password)
             self._login_failed(who, None, ip)

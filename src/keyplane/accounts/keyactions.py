@@ -6,6 +6,9 @@ operation of :class:`KeyService`, with the account's 2FA rules in front of it.
   (KeyService writes it in one transaction).
 - A change that widens a key needs a fresh code; narrowing does not. So do rotating (it issues a new
   credential), re-enabling, and revoking every key.
+- A revoked or expired key is refused before a code is spent: it cannot be changed, enabled or
+  rotated (an expired key stays expired; KeyService.check_state).
+- Revoking every key also ends every other console session of the account, in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from keyplane import parsing
 from keyplane.accounts.errors import TwoFactorRequired
 from keyplane.accounts.identity import Identity
-from keyplane.keys.errors import InvalidRestriction, StepUpRequired, WithdrawNeedsIpAllowlist
+from keyplane.accounts.sessions import end_sessions
+from keyplane.keys.errors import InvalidRestriction, StepUpRequired
 from keyplane.keys.pubkeys import parse_ed25519_public_key
 from keyplane.keys.schemas import IssuedKey, KeyInfo
-from keyplane.keys.scopes import Scope, parse_duration, parse_scopes
+from keyplane.keys.scopes import parse_scopes
 from keyplane.keys.service import Actor, KeyService, KeyType
 
 
@@ -59,33 +64,32 @@ def spec_changes(spec: KeySpec) -> dict[str, Any]:
 
 
 def parse_expiry(text: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
-    """``2027-01-31`` (end of that day, UTC), an ISO timestamp, or a duration such as ``30d``."""
+    """``2027-01-31`` (end of that day, UTC), an ISO timestamp, or a duration such as ``30d``
+    (at most 100 years). Raises InvalidRestriction (field ``expires_at``)."""
     value = (text or "").strip()
     if not value:
         return None
     try:
-        if len(value) == 10 and value[4] == "-":
-            day = dt.date.fromisoformat(value)
-            return dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=dt.UTC)
-        if "T" in value or ":" in value:
-            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-    except ValueError as e:
-        raise InvalidRestriction(f"{value!r} is not a date such as 2027-01-31", field="expires_at") from e
-    try:
-        return (now or dt.datetime.now(dt.UTC)) + parse_duration(value)
-    except InvalidRestriction as e:
-        raise InvalidRestriction(f"{value!r} is not a date such as 2027-01-31", field="expires_at") from e
+        if value[:1].isascii() and value[:1].isdigit() and ("-" in value[:5] or ":" in value or "T" in value):
+            return parsing.moment(value, "expires_at")
+        return (now or dt.datetime.now(dt.UTC)) + parsing.duration(value, "expires_at")
+    except parsing.ParseError as e:
+        raise InvalidRestriction(
+            f"{e.message}; an expiry is a date such as 2027-01-31, a timestamp such as 2027-01-31T12:00:00Z "
+            "or a duration such as 30d",
+            field="expires_at",
+        ) from e
 
 
 def parse_grace(text: str | None, default_s: int) -> dt.timedelta:
+    """How long a rotated-out credential keeps working: ``24h``, ``0``... at most 100 years."""
     value = (text or "").strip()
     if not value:
         return dt.timedelta(seconds=default_s)
     try:
-        return parse_duration(value)
-    except InvalidRestriction as e:
-        raise InvalidRestriction(f"{value!r} is not a duration such as 24h or 0", field="grace") from e
+        return parsing.duration(value, "grace")
+    except parsing.ParseError as e:
+        raise InvalidRestriction(f"{e.message}; a grace period is a duration such as 24h or 0", field="grace") from e
 
 
 class KeyActions:
@@ -101,8 +105,6 @@ class KeyActions:
         """Check the input, then the TOTP code, then create the key. Raises the first problem found."""
         self._require_2fa(user_id)
         scopes = parse_scopes(spec.scopes)
-        if not scopes:
-            raise InvalidRestriction("a key needs at least one scope", field="scopes")
         restrictions = self.keys.build_restrictions(
             ips=spec.ips,
             symbols=spec.symbols,
@@ -110,8 +112,9 @@ class KeyActions:
             daily_withdraw_cap=spec.daily_withdraw_cap,
             expires_at=spec.expires_at,
         )
-        if Scope.WITHDRAW in scopes and not restrictions.ip_allowlist:
-            raise WithdrawNeedsIpAllowlist()
+        # The same rules KeyService.create applies (scopes, the IP binding for withdraw, expiry),
+        # checked here too so that bad input does not spend a code.
+        self.keys.validate(scopes, restrictions, dt.datetime.now(dt.UTC))
         if spec.key_type not in ("hmac", "ed25519"):
             raise InvalidRestriction(f"unknown key type {spec.key_type!r}; choose hmac or ed25519", field="key_type")
         if spec.key_type == "ed25519":
@@ -120,8 +123,6 @@ class KeyActions:
             parse_ed25519_public_key(spec.public_key or "")
         if len(spec.label.strip()) > 100:
             raise InvalidRestriction("a label is at most 100 characters", field="label")
-        if restrictions.expires_at is not None and restrictions.expires_at <= dt.datetime.now(dt.UTC):
-            raise InvalidRestriction("the expiry must be in the future", field="expires_at")
         self.identity.verify_step_up(user_id, code, ip=actor.ip)
         key_type: KeyType = "ed25519" if spec.key_type == "ed25519" else "hmac"
         return self.keys.create(
@@ -163,6 +164,7 @@ class KeyActions:
         actor: Actor,
     ) -> IssuedKey:
         info = self.keys.get(api_key, user_id)
+        self.keys.check_state(info, "rotated")  # before spending a code
         if info.key_type == "ed25519":
             if not (public_key or "").strip():
                 raise InvalidRestriction("paste the new Ed25519 public key (PEM)", field="public_key")
@@ -176,16 +178,19 @@ class KeyActions:
         return self.keys.disable(api_key, user_id=user_id, actor=actor)
 
     def enable(self, user_id: int, api_key: str, code: str, *, actor: Actor) -> KeyInfo:
-        self.keys.get(api_key, user_id)  # 404 before spending a code
+        self.keys.check_state(self.keys.get(api_key, user_id), "enabled")  # 404 / 409 before spending a code
         self.identity.verify_step_up(user_id, code, ip=actor.ip)
         return self.keys.enable(api_key, user_id=user_id, step_up=True, actor=actor)
 
     def revoke(self, user_id: int, api_key: str, *, actor: Actor) -> KeyInfo:
         return self.keys.revoke(api_key, user_id=user_id, actor=actor)
 
-    def revoke_all(self, user_id: int, code: str, *, confirmed: bool, actor: Actor) -> list[str]:
-        """The panic button: needs an explicit confirmation and a fresh TOTP code."""
+    def revoke_all(
+        self, user_id: int, code: str, *, confirmed: bool, actor: Actor, keep_session: str | None = None
+    ) -> list[str]:
+        """The panic button: needs an explicit confirmation and a fresh TOTP code. Every key is
+        revoked and every console session but ``keep_session`` (the caller's) ends, together."""
         if not confirmed:
             raise InvalidRestriction("tick the box to confirm that every key is revoked", field="confirm")
         self.identity.verify_step_up(user_id, code, ip=actor.ip)
-        return self.keys.revoke_all(user_id, actor=actor)
+        return self.keys.revoke_all(user_id, actor=actor, also=lambda s: end_sessions(s, user_id, keep=keep_session))

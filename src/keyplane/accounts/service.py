@@ -14,7 +14,9 @@ from keyplane.accounts.passwords import MIN_LENGTH, hash_password, password_prob
 from keyplane.audit.events import EventType
 from keyplane.audit.service import record as audit
 from keyplane.db import Database
+from keyplane.parsing import bad_character, shown
 
+EMAIL_MAX = 320  # the column's length (RFC 5321's limit on a path)
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
 
 __all__ = ["MIN_LENGTH", "AccountService", "UserInfo", "check_password", "normalise_email"]
@@ -31,13 +33,17 @@ class UserInfo:
 
 def normalise_email(email: str) -> str:
     value = email.strip().lower()
-    if not _EMAIL_RE.fullmatch(value):
-        raise InvalidEmail(f"{email.strip()!r} is not an email address")
+    if bad_character(value) is not None:
+        raise InvalidEmail("an email address cannot contain control characters")
+    if len(value) > EMAIL_MAX or not _EMAIL_RE.fullmatch(value):
+        raise InvalidEmail(f"{shown(email.strip(), 80)} is not an email address (at most {EMAIL_MAX} characters)")
     return value
 
 
 def check_password(password: str, email: str = "") -> None:
     """Raise WeakPassword when ``password`` is too short, too common, or contains the email."""
+    if bad_character(password) is not None:
+        raise WeakPassword("a password cannot contain control characters")
     problem = password_problem(password, email)
     if problem:
         raise WeakPassword(problem)

@@ -5,6 +5,10 @@ cannot be replayed as cookies. A session ends after ``session_idle_s`` without a
 ``session_absolute_s`` after it began, whichever comes first. A session that has passed the
 password but not yet the TOTP code (``stage="password"``) lives five minutes and grants nothing but
 the code form. Each stage change issues a new token, so a token planted before login is worthless.
+
+Revoking every key and any change to 2FA end every other session of the account
+(:func:`end_sessions`, inside the same transaction as the change). Rows of ended sessions are
+purged as new ones are made: the account's own, and a bounded batch of anyone's, at each log-in.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from keyplane.accounts.errors import LoginRequired, SessionExpired
 from keyplane.accounts.models import AccountSession, User
@@ -24,10 +30,22 @@ from keyplane.settings import Settings
 PENDING_TTL = dt.timedelta(minutes=5)
 # last_seen_at is written at most this often, so browsing does not write on every request.
 _TOUCH_EVERY = dt.timedelta(seconds=30)
+# At most this many expired rows of other accounts are deleted per new session: a log-in never
+# pays for a backlog, and steady log-ins keep the table to about the sessions still alive.
+PURGE_BATCH = 100
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def end_sessions(s: Session, user_id: int, *, keep: str | None = None) -> int:
+    """In the caller's transaction, end every session of the user except the one whose cookie
+    token is ``keep`` (the session that asked for the change); returns how many ended."""
+    stmt = delete(AccountSession).where(AccountSession.user_id == user_id)
+    if keep:
+        stmt = stmt.where(AccountSession.token_hash != token_hash(keep))
+    return int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +78,7 @@ class SessionService:
         token = secrets.token_urlsafe(32)
         ttl = self.absolute if stage == "full" else min(PENDING_TTL, self.absolute)
         with self.db.transaction() as s:
+            self._purge(s, user_id, now)
             s.add(
                 AccountSession(
                     token_hash=token_hash(token),
@@ -117,18 +136,33 @@ class SessionService:
 
     def end_all(self, user_id: int, *, keep: str | None = None) -> int:
         """End every session of the user (except the one with token ``keep``); returns how many."""
-        stmt = delete(AccountSession).where(AccountSession.user_id == user_id)
-        if keep:
-            stmt = stmt.where(AccountSession.token_hash != token_hash(keep))
         with self.db.transaction() as s:
-            return int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+            return end_sessions(s, user_id, keep=keep)
+
+    def _ended(self, now: dt.datetime) -> Any:
+        return (AccountSession.expires_at <= now) | (AccountSession.last_seen_at <= now - self.idle)
+
+    def _purge(self, s: Session, user_id: int, now: dt.datetime) -> int:
+        """Delete the user's ended sessions (few, by the user_id index) and at most PURGE_BATCH of
+        anyone else's. Rows another transaction is purging are skipped (PostgreSQL), so concurrent
+        log-ins never wait on each other here."""
+        mine = delete(AccountSession).where(AccountSession.user_id == user_id, self._ended(now))
+        count = int(s.execute(mine).rowcount or 0)  # type: ignore[attr-defined]
+        batch = (
+            select(AccountSession.token_hash)
+            .where(self._ended(now))
+            .limit(PURGE_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        hashes = list(s.execute(batch).scalars())
+        if hashes:
+            s.execute(delete(AccountSession).where(AccountSession.token_hash.in_(hashes)))
+            count += len(hashes)
+        return count
 
     def purge_expired(self, now: dt.datetime | None = None) -> int:
+        """Delete every ended session row; returns how many."""
         now = now or utcnow()
         with self.db.transaction() as s:
-            result = s.execute(
-                delete(AccountSession).where(
-                    (AccountSession.expires_at <= now) | (AccountSession.last_seen_at <= now - self.idle)
-                )
-            )
+            result = s.execute(delete(AccountSession).where(self._ended(now)))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -25,7 +25,9 @@ INTERVAL_S = 30
 DRIFT_STEPS = 1  # accept the previous and the next 30-second step as well
 RECOVERY_CODE_COUNT = 10
 
-_CODE_RE = re.compile(r"\d{6}")
+# ASCII digits only: ``\d`` also matches ``１２３４５６`` and ``١٢٣٤٥٦``, which no authenticator
+# shows and which ``hmac.compare_digest`` cannot compare (it refuses non-ASCII strings).
+_CODE_RE = re.compile(r"[0-9]{6}", re.ASCII)
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
 
 

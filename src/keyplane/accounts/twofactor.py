@@ -7,6 +7,10 @@ transaction, so two concurrent requests with one code cannot both pass.
 
 A failed attempt is counted by the throttle and written to the audit log in its own transaction
 (the verifying transaction rolls back).
+
+A change to an account's 2FA (enrolment confirmed, recovery codes replaced) ends every other session
+of the account in the same transaction: a session opened by someone else before the change must not
+outlive it. The caller passes its own session token as ``keep_session`` to stay signed in.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from keyplane.accounts import totp
 from keyplane.accounts.errors import AlreadyEnrolled, TotpInvalid, TwoFactorRequired
 from keyplane.accounts.events import AccountEvent
 from keyplane.accounts.models import RecoveryCode, TotpCredential, User
+from keyplane.accounts.sessions import end_sessions
 from keyplane.accounts.throttle import AttemptThrottle
 from keyplane.audit.service import record as audit
 from keyplane.db import Database, utcnow
@@ -115,8 +120,17 @@ class TwoFactorService:
         uri = totp.provisioning_uri(secret, email, self.settings.totp_issuer)
         return Enrolment(secret, uri, totp.qr_svg(uri))
 
-    def confirm(self, user_id: int, code: str, *, ip: str | None, now: dt.datetime | None = None) -> list[str]:
-        """Finish enrolment with a first code; returns the 10 recovery codes (shown once)."""
+    def confirm(
+        self,
+        user_id: int,
+        code: str,
+        *,
+        ip: str | None,
+        keep_session: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[str]:
+        """Finish enrolment with a first code; returns the 10 recovery codes (shown once).
+        Every session of the account but ``keep_session`` ends."""
         now = now or utcnow()
         self.throttle.check(self.throttle.totp, str(user_id), ip, field="totp")
         codes: list[str] = []
@@ -137,7 +151,16 @@ class TwoFactorService:
                 failure = ""
                 row.confirmed_at = now
                 codes = self._new_codes(s, user_id, secret, now)
-                audit(s, AccountEvent.TOTP_ENROLLED, actor=f"user:{user_id}", ip=ip, user_id=user_id, now=now)
+                ended = end_sessions(s, user_id, keep=keep_session)
+                audit(
+                    s,
+                    AccountEvent.TOTP_ENROLLED,
+                    actor=f"user:{user_id}",
+                    ip=ip,
+                    user_id=user_id,
+                    data={"sessions_ended": ended},
+                    now=now,
+                )
         if failure:
             self._failed(user_id, ip, failure, now)
         return codes
@@ -197,8 +220,11 @@ class TwoFactorService:
             self._failed(user_id, ip, failure, now)
         return used
 
-    def regenerate_codes(self, user_id: int, code: str, *, ip: str | None) -> list[str]:
-        """New recovery codes (the old ones stop working), behind a fresh TOTP code."""
+    def regenerate_codes(
+        self, user_id: int, code: str, *, ip: str | None, keep_session: str | None = None
+    ) -> list[str]:
+        """New recovery codes (the old ones stop working), behind a fresh TOTP code. Every session
+        of the account but ``keep_session`` ends."""
         self.verify(user_id, code, ip=ip, allow_recovery=False)
         now = utcnow()
         with self.db.transaction() as s:
@@ -206,7 +232,15 @@ class TwoFactorService:
             if row is None:
                 raise TwoFactorRequired()
             codes = self._new_codes(s, user_id, self._secret(row), now)
-            audit(s, AccountEvent.RECOVERY_CODES_REGENERATED, actor=f"user:{user_id}", ip=ip, user_id=user_id)
+            ended = end_sessions(s, user_id, keep=keep_session)
+            audit(
+                s,
+                AccountEvent.RECOVERY_CODES_REGENERATED,
+                actor=f"user:{user_id}",
+                ip=ip,
+                user_id=user_id,
+                data={"sessions_ended": ended},
+            )
         return codes
 
     def reencrypt(self, keyring: Keyring) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI
@@ -44,6 +45,38 @@ async def _periodic(fn: Callable[[], object], interval_s: float, name: str) -> N
             await asyncio.to_thread(fn)
         except Exception as e:
             log.warning("%s failed: %s", name, type(e).__name__)
+
+
+class _HealthCheck:
+    """``/healthz``'s database ping, answered within ``timeout_s`` whatever the database does.
+
+    The ping runs on a thread of its own (never queued behind request work in the shared pool),
+    and while an earlier ping is still waiting on the database, a new check does not pile another
+    one on: it reports the database unhealthy at once."""
+
+    def __init__(self, services: Services, timeout_s: float) -> None:
+        self._services = services
+        self._timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyplane-healthz")
+        self._pending: Future[None] | None = None
+
+    async def problem(self) -> str | None:
+        """None if the database answered in time, else what is wrong, in one sentence."""
+        if self._pending is not None and not self._pending.done():
+            return f"the database has not answered a health check for over {self._timeout_s:g} s"
+        self._pending = self._pool.submit(self._services.db.ping)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._pending)), self._timeout_s)
+        except TimeoutError:
+            return f"the database did not answer within {self._timeout_s:g} s"
+        except ServiceUnavailable as e:
+            return e.message
+        except Exception as e:  # a broken database file, say: unhealthy too, never a 500
+            return f"the database check failed ({type(e).__name__})"
+        return None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -115,12 +148,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.keyplane = state
     errors.install(app)
 
+    health = _HealthCheck(services, settings.healthz_timeout_s)
+    state["closers"].append(health.close)
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> JSONResponse:
-        try:
-            await asyncio.to_thread(services.db.ping)
-        except ServiceUnavailable as e:
-            return JSONResponse({"status": "unavailable", "message": e.message}, status_code=503)
+        problem = await health.problem()
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "message": problem}, status_code=503)
         return JSONResponse({"status": "ok", "version": __version__})
 
     for install in INSTALLERS:
@@ -134,4 +169,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         trusted_proxies=settings.trusted_proxies,
         max_body_bytes=settings.max_body_bytes,
     )
+    # Outermost, so that it also catches what escapes the signed-request middleware.
+    app.add_middleware(errors.LastResortMiddleware)
     return app

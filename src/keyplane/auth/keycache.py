@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from keyplane.auth.errors import AuthUnavailable
@@ -128,20 +129,29 @@ async def poll_changes(
     interval_s: float,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> None:
-    """Forever: evict the keys whose rows changed since the last poll. Runs in the app's lifespan."""
+    """Forever: evict the keys whose rows changed since the last poll. Runs in the app's lifespan.
+
+    The poll runs on a thread of its own, never in the pool that request work shares: with that
+    pool busy (slow statements, lock waits), a poll queued behind requests would let the cache go
+    stale and fail every signed request closed while the database is healthy."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyplane-key-poll")
     since = now() - _POLL_OVERLAP
-    while True:
-        started = now()
-        try:
-            changed = await asyncio.to_thread(changed_since, since)
-        except Exception as e:  # the database is down: stay stale, and signed requests fail closed
-            log.warning("key change poll failed: %s", type(e).__name__)
-        else:
-            if changed:
-                cache.evict(changed)
-            cache.mark_fresh()
-            since = started - _POLL_OVERLAP
-        await asyncio.sleep(interval_s)
+    try:
+        while True:
+            started = now()
+            try:
+                changed = await loop.run_in_executor(pool, changed_since, since)
+            except Exception as e:  # the database is down: stay stale, and signed requests fail closed
+                log.warning("key change poll failed: %s", type(e).__name__)
+            else:
+                if changed:
+                    cache.evict(changed)
+                cache.mark_fresh()
+                since = started - _POLL_OVERLAP
+            await asyncio.sleep(interval_s)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class UsageRecorder:

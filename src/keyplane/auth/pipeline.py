@@ -35,7 +35,7 @@ from keyplane.auth.request import SignedRequest
 from keyplane.auth.routes import RouteRule
 from keyplane.keys import format as keyformat
 from keyplane.keys.record import KeyRecord
-from keyplane.keys.scopes import SCOPE_ORDER, Scope
+from keyplane.keys.scopes import MIN_BOUND_PREFIX, SCOPE_ORDER, Scope
 from keyplane.settings import Settings
 
 
@@ -130,7 +130,7 @@ class Authenticator:
                 )
             raise E.KeyExpired(
                 f"API key {masked} expired after {self.settings.idle_expiry_days} idle days: keys that can trade "
-                "or withdraw without an IP allowlist expire when unused"
+                "or withdraw without being bound to an IP (an allowlist of /24 or /48 or narrower) expire when unused"
             )
         if not rec.verifiers:
             raise E.KeyRevoked(f"API key {masked} has no usable credential")
@@ -228,6 +228,12 @@ class Authenticator:
     def check_scope(rec: KeyRecord, rule: RouteRule, params: dict[str, str]) -> None:
         if rule.scope is not None and rule.scope not in rec.scopes:
             # "has no operation privilege" is what makes ccxt raise PermissionDenied.
+            if rule.scope in rec.withheld_scopes:
+                raise E.ScopeMissing(
+                    f"API key {keyformat.mask(rec.public_id)} has no operation privilege for this endpoint: "
+                    f"its '{rule.scope.value}' scope needs the key bound to an IP (every allowlist entry a "
+                    f"/{MIN_BOUND_PREFIX[4]} (IPv4) or /{MIN_BOUND_PREFIX[6]} (IPv6) or narrower)"
+                )
             raise E.ScopeMissing(
                 f"API key {keyformat.mask(rec.public_id)} has no operation privilege for this endpoint: "
                 f"it needs the '{rule.scope.value}' scope and the key has {_has(rec.scopes)}"

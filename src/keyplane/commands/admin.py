@@ -182,9 +182,9 @@ def update_key(
         _print_key(info)
 
 
-def _status_command(verb: str, api_key: str, as_json: bool) -> None:
+def _status_command(verb: str, api_key: str, as_json: bool, **options: bool) -> None:
     with services() as svc:
-        info = getattr(svc.keys, verb)(api_key.strip())
+        info = getattr(svc.keys, verb)(api_key.strip(), **options)
     if as_json:
         emit_json(info.to_json())
     else:
@@ -205,15 +205,18 @@ def disable_key(api_key: str, as_json: JsonOpt = False) -> None:
 
 @app.command("enable-key")
 def enable_key(api_key: str, as_json: JsonOpt = False) -> None:
-    """Enable a disabled key."""
-    _status_command("enable", api_key, as_json)
+    """Enable a disabled key (the operator is trusted: no 2FA here). An expired key stays expired."""
+    _status_command("enable", api_key, as_json, step_up=True)
 
 
 @app.command("revoke-all")
 def revoke_all(email: str, as_json: JsonOpt = False) -> None:
-    """Revoke every key of an account (the panic button)."""
+    """Revoke every key of an account and end its console sessions (the panic button)."""
+    from keyplane.accounts.sessions import end_sessions
+
     with services() as svc:
-        ids = svc.keys.revoke_all(svc.keys.user_id_for_email(email))
+        uid = svc.keys.user_id_for_email(email)
+        ids = svc.keys.revoke_all(uid, also=lambda s: end_sessions(s, uid))
     if as_json:
         emit_json({"revoked": ids, "count": len(ids)})
     else:

@@ -97,12 +97,16 @@ def simulate(
     maker = ccxt_exchange(base_url, maker_key, maker_secret, timeout=10000)
     taker = ccxt_exchange(base_url, taker_key, taker_secret, timeout=10000)
     try:
-        markets = maker.load_markets()
+        markets = _retrying(maker.load_markets)
     except Exception as e:
         fail(f"cannot reach {base_url}: {type(e).__name__}")
     prices: dict[str, Decimal] = {}
     for sym, m in markets.items():
-        last = (maker.fetch_ticker(sym) or {}).get("last") or 0
+        try:
+            ticker = _retrying(maker.fetch_ticker, sym) or {}
+        except Exception as e:
+            fail(f"cannot read the {sym} ticker from {base_url}: {type(e).__name__}")
+        last = ticker.get("last") or 0
         prices[sym] = Decimal(str(last)) if last else START_PRICES.get(m["id"], Decimal("1"))
     deadline = time.monotonic() + duration
     rounds = trades = 0
@@ -133,17 +137,52 @@ def simulate(
 
 
 def _cancel_all(ex: Any, symbol: str) -> None:
-    for order in ex.fetch_open_orders(symbol):
-        _try(ex.cancel_order, order["id"], symbol)
-
-
-def _try(fn: Any, *args: Any) -> bool:
-    """One bot action; a refused order (funds, filters) is part of trading, not a reason to stop."""
     import ccxt
 
     try:
-        fn(*args)
+        orders = _retrying(ex.fetch_open_orders, symbol)
+    except ccxt.OperationFailed as e:
+        out_console.print(f"skipped cancelling {symbol}: the server is unavailable ({type(e).__name__})")
+        return
+    for order in orders:
+        _try(ex.cancel_order, order["id"], symbol)
+
+
+# A transient failure (the server answered 503, a timeout, a dropped connection) is retried this
+# many times, waiting RETRY_BASE_S, then twice as long each time (with jitter), at most RETRY_MAX_S.
+RETRIES = 5
+RETRY_BASE_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+def _retrying(fn: Any, *args: Any, sleep: Any = time.sleep, rng: random.Random | None = None) -> Any:
+    """``fn(*args)``, retried with exponential back-off while the failure is transient."""
+    import ccxt
+
+    jitter = rng or random.Random()  # spreads retries; not a secret
+    delay = RETRY_BASE_S
+    for attempt in range(RETRIES + 1):
+        try:
+            return fn(*args)
+        except ccxt.OperationFailed:  # 503 (-1001), timeouts, connection errors, a passed recvWindow
+            if attempt == RETRIES:
+                raise
+            sleep(min(RETRY_MAX_S, delay) * (0.5 + jitter.random()))
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _try(fn: Any, *args: Any) -> bool:
+    """One bot action; a refused order (funds, filters) is part of trading, not a reason to stop,
+    and a transient failure (503, timeout) is retried with back-off before it counts as one."""
+    import ccxt
+
+    try:
+        _retrying(fn, *args)
     except (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadRequest, ccxt.OrderNotFound):
+        return False
+    except ccxt.OperationFailed as e:
+        out_console.print(f"skipped one action: the server is unavailable ({type(e).__name__})", highlight=False)
         return False
     return True
 

@@ -23,6 +23,8 @@ def serve(
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "debug":  # Alembic's start-up chatter is noise at info level
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         services = build_services(settings)
     except KeyplaneError as e:

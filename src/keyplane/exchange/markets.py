@@ -16,9 +16,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from keyplane.exchange.errors import IllegalCharacters, TooPrecise
+from keyplane import parsing
+from keyplane.exchange.errors import BadParameter, IllegalCharacters, TooPrecise
 
-_NUMBER_RE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 _LEGAL = "legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'"
 
 
@@ -83,16 +83,14 @@ class Market:
 
 def parse_number(text: str | None, name: str) -> Decimal:
     """A non-negative decimal in Binance's accepted form, or the Binance error for bad characters."""
-    raw = (text or "").strip()
-    if not _NUMBER_RE.fullmatch(raw):
-        raise IllegalCharacters(f"Illegal characters found in parameter '{name}'; {_LEGAL}.")
     try:
-        return Decimal(raw)
-    except InvalidOperation as e:  # pragma: no cover - the regex already guarantees a number
+        return parsing.plain_decimal(text or "", name, int_digits=20, frac_digits=20)
+    except parsing.ParseError as e:
         raise IllegalCharacters(f"Illegal characters found in parameter '{name}'; {_LEGAL}.") from e
 
 
 def to_units(text: str | None, name: str, asset: Asset) -> int:
+    """``text`` in the asset's base units; at most a signed 64-bit count, as the ledger stores."""
     value = parse_number(text, name)
     scaled = value.scaleb(asset.decimals)
     if scaled != scaled.to_integral_value():
@@ -100,7 +98,13 @@ def to_units(text: str | None, name: str, asset: Asset) -> int:
             f"Precision is over the maximum defined for this asset: {name} {raw_text(text)} has more than "
             f"{asset.decimals} decimals."
         )
-    return int(scaled)
+    units = int(scaled)
+    if units > parsing.INT64_MAX:
+        raise BadParameter(
+            f"Parameter '{name}' is too large: {raw_text(text)} {asset.name} is over the maximum of "
+            f"{plain(Decimal(parsing.INT64_MAX).scaleb(-asset.decimals))}."
+        )
+    return units
 
 
 def plain(value: Decimal) -> str:

@@ -9,6 +9,12 @@ transaction itself (``BEGIN IMMEDIATE``) already serialises writers across proce
 :meth:`OrderService.place_batch` places several orders in one transaction, each under a SAVEPOINT,
 so that one commit serves them all (group commit, see :mod:`keyplane.exchange.batching`): an order
 refused for a business reason rolls back to its savepoint alone, and a failed commit applies none.
+
+A signed request carries a deadline: its timestamp plus ``recvWindow``, after which its client no
+longer expects it to take effect (and may already have given up on it). The authenticator checks
+it on arrival; a write checks it again inside its transaction, with the market lock held, right
+before anything is applied, so that an order or a cancel that waited (for a lock, for a database
+that went silent) is refused with ``-1021`` instead of taking effect late.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from keyplane.exchange import ledger as L
 from keyplane.exchange.errors import (
     CancelRejected,
     DuplicateOrder,
+    ExchangeError,
     InsufficientBalance,
     KeyLimitExceeded,
     OrderNotFound,
@@ -85,14 +92,33 @@ _INSERT_FILL = (
 )
 
 
+class RecvWindowPassed(ExchangeError):
+    """The request's recvWindow ended before it could be applied: nothing was written. The same
+    wire code and Binance code as the authenticator's ``TimestampOutsideWindow`` (ccxt raises
+    InvalidNonce), since it is the same rule, checked again at the last moment."""
+
+    code = "timestamp_outside_window"
+    binance_code = -1021
+
+    def __init__(self, late_ms: int, what: str = "order") -> None:
+        super().__init__(
+            f"Timestamp for this request is outside of the recvWindow: the {what} reached the matching engine "
+            f"{late_ms} ms after its recvWindow ended, so it was not applied. Send it again with a new timestamp."
+        )
+        self.late_ms = late_ms
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """One order to place: what :meth:`OrderService.place` takes, as one value for a batch."""
+    """One order to place: what :meth:`OrderService.place` takes, as one value for a batch.
+    ``not_after_s`` (epoch seconds: the request's timestamp + recvWindow) is when it stops being
+    placeable; None for orders that do not come from a signed request with a deadline."""
 
     user_id: int
     order: NewOrder
     key_id: str | None = None
     max_notional: Decimal | None = None
+    not_after_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -156,13 +182,27 @@ class OrderService:
 
     # -- placing ---------------------------------------------------------------------------------
 
+    def _check_deadline(self, not_after_s: float | None, what: str) -> None:
+        if not_after_s is None:
+            return
+        late_s = self.clock() - not_after_s
+        if late_s > 0:
+            raise RecvWindowPassed(int(late_s * 1000), what)
+
     def place(
-        self, user_id: int, order: NewOrder, *, key_id: str | None = None, max_notional: Decimal | None = None
+        self,
+        user_id: int,
+        order: NewOrder,
+        *,
+        key_id: str | None = None,
+        max_notional: Decimal | None = None,
+        not_after_s: float | None = None,
     ) -> OrderView:
-        """Place one order in a transaction of its own; raises an ExchangeError if it is refused."""
+        """Place one order in a transaction of its own; raises an ExchangeError if it is refused
+        (``RecvWindowPassed`` once ``not_after_s`` has passed)."""
         with write(self.db) as db:
             seq = self._lock_market(db, order.market.symbol)
-            return self._place(db, Placement(user_id, order, key_id, max_notional), seq)
+            return self._place(db, Placement(user_id, order, key_id, max_notional, not_after_s), seq)
 
     def place_batch(self, batch: Sequence[Placement]) -> list[OrderView | Exception]:
         """Place several orders, in the given order, in ONE transaction (group commit).
@@ -194,6 +234,9 @@ class OrderService:
     def _place(self, db: Raw, req: Placement, seq: int | None) -> OrderView:
         """The placement itself, on ``db``'s transaction (the market already locked). ``seq`` is
         the market's trade sequence if the lock read it, else None (it is read when needed)."""
+        # Last moment before anything is written, with the market lock held: a request that waited
+        # past its recvWindow (for the lock, or for a database that went silent) is not applied.
+        self._check_deadline(req.not_after_s, "order")
         user_id, order, key_id, max_notional = req.user_id, req.order, req.key_id, req.max_notional
         market = order.market
         now = int(self.clock() * 1000)
@@ -384,9 +427,19 @@ class OrderService:
             return None
         return _view(row)
 
-    def cancel(self, user_id: int, market: Market, order_id: int | None, client_id: str | None) -> OrderView:
+    def cancel(
+        self,
+        user_id: int,
+        market: Market,
+        order_id: int | None,
+        client_id: str | None,
+        *,
+        not_after_s: float | None = None,
+    ) -> OrderView:
+        """Cancel an open order; ``RecvWindowPassed`` once ``not_after_s`` has passed (nothing changes)."""
         with write(self.db) as db:
             self._lock_market(db, market.symbol)
+            self._check_deadline(not_after_s, "cancel")
             view = self._find(db.conn, user_id, market.symbol, order_id, client_id)
             if view is None:
                 raise CancelRejected("Unknown order sent.")

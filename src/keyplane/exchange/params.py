@@ -11,16 +11,44 @@ import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
-from keyplane.exchange.errors import BadParameter, FilterFailure, UnknownSymbol
+from keyplane import parsing
+from keyplane.exchange.errors import BadParameter, FilterFailure, IllegalCharacters, UnknownSymbol
 from keyplane.exchange.markets import Market, parse_number, plain, to_units
 
 _CLIENT_ID_RE = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
+# Binance's own rule for ``symbols``, quoted in its error message.
+_SYMBOLS_RULE = '^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$'
+_SYMBOLS_RE = re.compile(r'\[\s*("[A-Za-z0-9._-]{1,20}"\s*(,\s*"[A-Za-z0-9._-]{1,20}"\s*)*)?\]', re.ASCII)
+_SYMBOL_RE = re.compile(r'"([A-Za-z0-9._-]{1,20})"', re.ASCII)
+_MAX_SYMBOLS = 100
 ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET")
 STP_MODES = ("EXPIRE_TAKER", "NONE")
 
 
-def mandatory(params: dict[str, str], name: str) -> str:
-    value = params.get(name, "")
+def refused(e: parsing.ParseError) -> BadParameter | IllegalCharacters:
+    """The Binance error for a value the shared parsers refused: -1100 for characters the
+    parameter can never hold, -1102 for a malformed or out-of-range value."""
+    message = e.message[0].upper() + e.message[1:] + "."
+    return IllegalCharacters(message) if e.illegal else BadParameter(message)
+
+
+# Most text parameters are short codes; an address tag is stored in a 64-character column.
+TEXT_MAX = 64
+
+
+def text_param(params: dict[str, str], name: str, default: str = "", max_len: int = TEXT_MAX) -> str:
+    """A text parameter with no control character, at most ``max_len`` characters."""
+    raw = params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return parsing.text(raw, name, max_len=max_len)
+    except parsing.ParseError as e:
+        raise refused(e) from e
+
+
+def mandatory(params: dict[str, str], name: str, max_len: int = 128) -> str:
+    value = text_param(params, name, max_len=max_len)
     if value == "":
         raise BadParameter(f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
     return value
@@ -34,18 +62,41 @@ def market_of(params: dict[str, str], markets: dict[str, Market]) -> Market:
     return market
 
 
+def symbols_param(params: dict[str, str], markets: dict[str, Market]) -> list[Market] | None:
+    """``symbols=["BTCUSDT","ETHUSDT"]`` as markets (None when absent). Anything but a JSON array of
+    symbol strings (a number, ``null``, ``true``, nested arrays) is -1100, as on Binance; a symbol
+    this exchange does not list is -1121."""
+    raw = params.get("symbols", "")
+    if raw == "":
+        return None
+    if len(raw) > 24 * _MAX_SYMBOLS or not _SYMBOLS_RE.fullmatch(raw):
+        raise IllegalCharacters(f"Illegal characters found in parameter 'symbols'; legal range is '{_SYMBOLS_RULE}'.")
+    names = _SYMBOL_RE.findall(raw)
+    if not names:
+        raise BadParameter("Parameter 'symbols' was empty.")
+    if len(names) > _MAX_SYMBOLS:
+        raise BadParameter(f"Parameter 'symbols' names at most {_MAX_SYMBOLS} symbols; got {len(names)}.")
+    out: list[Market] = []
+    for name in names:
+        market = markets.get(name.upper())
+        if market is None:
+            raise UnknownSymbol(name)
+        if market not in out:
+            out.append(market)
+    return out
+
+
 def int_param(
-    params: dict[str, str], name: str, default: int | None = None, lo: int = 0, hi: int = 2**62
+    params: dict[str, str], name: str, default: int | None = None, lo: int = 0, hi: int = parsing.INT64_MAX
 ) -> int | None:
+    """A whole number in ``[lo, hi]`` (ASCII digits; at most a signed 64-bit value), or ``default``."""
     raw = params.get(name, "")
     if raw == "":
         return default
-    if not raw.isdigit():
-        raise BadParameter(f"Parameter '{name}' must be a whole number, got {raw[:40]!r}.")
-    value = int(raw)
-    if not lo <= value <= hi:
-        raise BadParameter(f"Parameter '{name}' must be between {lo} and {hi}, got {value}.")
-    return value
+    try:
+        return parsing.whole(raw, name, lo=lo, hi=hi)
+    except parsing.ParseError as e:
+        raise refused(e) from e
 
 
 def new_client_id() -> str:
@@ -115,13 +166,15 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
     otype = mandatory(params, "type").upper()
     if otype not in ORDER_TYPES:
         raise BadParameter(f"Invalid orderType {otype[:20]!r}: this exchange supports {', '.join(ORDER_TYPES)}.")
-    client_id = params.get("newClientOrderId") or new_client_id()
+    client_id = text_param(params, "newClientOrderId") or new_client_id()
     if not _CLIENT_ID_RE.fullmatch(client_id):
         raise BadParameter("Parameter 'newClientOrderId' must be 1-36 characters of letters, digits and . : / _ -")
-    stp = (params.get("selfTradePreventionMode") or "EXPIRE_TAKER").upper()
+    stp = text_param(params, "selfTradePreventionMode", "EXPIRE_TAKER").upper()
     if stp not in STP_MODES:
         raise BadParameter(f"Invalid selfTradePreventionMode {stp[:20]!r}: use {' or '.join(STP_MODES)}.")
-    resp_type = (params.get("newOrderRespType") or "FULL").upper()
+    resp_type = text_param(params, "newOrderRespType", "FULL").upper()
+    if resp_type not in ("ACK", "RESULT", "FULL"):
+        raise BadParameter(f"Invalid newOrderRespType {resp_type[:10]!r}: use ACK, RESULT or FULL.")
     tif = "GTC"
     price = 0
     qty: int | None = None
@@ -153,7 +206,10 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
 
 
 def decimal_limit(value: Decimal, market: Market) -> int:
-    """A key's max notional (quote asset) in quote units, rounded down."""
+    """A key's max notional (quote asset) in quote units, rounded down. A limit past any 64-bit
+    amount (a key stored before limits were bounded) limits nothing, and is never expanded."""
+    if value.adjusted() + market.quote.decimals >= 19:
+        return parsing.INT64_MAX
     return int(value.scaleb(market.quote.decimals))
 
 

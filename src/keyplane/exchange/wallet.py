@@ -32,8 +32,10 @@ from keyplane.exchange.errors import (
     WithdrawRefused,
 )
 from keyplane.exchange.markets import Asset, plain, to_units
+from keyplane.exchange.orders import RecvWindowPassed
 from keyplane.exchange.sql import Raw
 from keyplane.keys.format import mask
+from keyplane.parsing import INT64_MAX
 
 AWAITING, PROCESSING, COMPLETED = 2, 4, 6
 DAY_MS = 86_400_000
@@ -105,8 +107,17 @@ class WalletService:
     # -- withdrawals -----------------------------------------------------------------------------
 
     def withdraw(
-        self, user_id: int, req: WithdrawRequest, *, key_id: str | None = None, daily_cap: Decimal | None = None
+        self,
+        user_id: int,
+        req: WithdrawRequest,
+        *,
+        key_id: str | None = None,
+        daily_cap: Decimal | None = None,
+        not_after_s: float | None = None,
     ) -> str:
+        """Apply for a withdrawal; returns its id. ``not_after_s`` (epoch seconds: the signed
+        request's timestamp + recvWindow) is checked again last, inside the transaction: a request
+        whose window has passed is refused (``RecvWindowPassed``) and nothing is written."""
         asset = self.asset(req.coin)
         if req.network and req.network.upper() != asset.network:
             raise BadParameter(f"Network {req.network[:16]!r} is not available for {asset.name}; use {asset.network}.")
@@ -137,7 +148,11 @@ class WalletService:
                     ),
                     {"k": key_id, "c": asset.name, "since": now - DAY_MS},
                 ).scalar_one()
-                cap = int(daily_cap.scaleb(asset.decimals))
+                # A cap past any 64-bit amount (stored before caps were bounded) caps nothing, and is
+                # never expanded into its digits.
+                cap = (
+                    INT64_MAX if daily_cap.adjusted() + asset.decimals >= 19 else int(daily_cap.scaleb(asset.decimals))
+                )
                 if int(used) + units > cap:
                     raise KeyLimitExceeded(
                         f"API key {mask(key_id)} has no operation privilege for withdrawals over its daily cap of "
@@ -169,6 +184,8 @@ class WalletService:
                 user_id=user_id, data={"withdrawal_id": wid, "coin": asset.name, "amount": asset.fmt(units),
                                        "address": address},
             )  # fmt: skip
+            if not_after_s is not None and (late_s := self.clock() - not_after_s) > 0:
+                raise RecvWindowPassed(int(late_s * 1000), "withdrawal")
         return wid
 
     @staticmethod

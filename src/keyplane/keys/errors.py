@@ -39,8 +39,10 @@ class InvalidRestriction(KeyError_, InvalidInput):
 class WithdrawNeedsIpAllowlist(InvalidRestriction):
     code = "withdraw_needs_ip_allowlist"
 
-    def __init__(self) -> None:
-        super().__init__("the withdraw scope needs an IP allowlist: add at least one IP or CIDR", field="ips")
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message or "the withdraw scope needs an IP allowlist: add at least one IP or CIDR", field="ips"
+        )
 
 
 class InvalidPublicKey(InvalidRestriction):

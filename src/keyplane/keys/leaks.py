@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from keyplane.accounts.models import User
-from keyplane.audit.events import EventType
-from keyplane.audit.service import record as audit
-from keyplane.db import utcnow
 from keyplane.keys import format as keyformat
 from keyplane.keys.models import ApiKey
 from keyplane.keys.secretbox import SecretBoxError
@@ -96,22 +93,17 @@ def match(service: KeyService, found: Iterable[tuple[keyformat.Credential, str]]
 
 
 def revoke(service: KeyService, leaks: Iterable[Leak], actor: Actor = ADMIN_CLI) -> list[str]:
-    """Revoke every matched key that is not revoked yet, recording where it leaked."""
-    revoked: list[str] = []
-    seen: set[str] = set()
+    """Revoke every matched key that is not revoked yet, recording every place it leaked.
+
+    Each key is revoked in the same transaction as the events that say where it leaked, so a crash
+    can never leave a revoked key without its evidence, nor evidence written for a key left live.
+    Returns the keys this call revoked.
+    """
+    found: dict[str, list[tuple[str, str]]] = {}
     for leak in leaks:
-        if leak.api_key is None or leak.api_key in seen or leak.status == "revoked":
+        if leak.api_key is None or leak.status == "revoked":
             continue
-        seen.add(leak.api_key)
-        service.revoke(leak.api_key, actor=actor)
-        with service.db.transaction() as s:
-            audit(
-                s,
-                EventType.KEY_LEAKED,
-                actor=actor.name,
-                key_id=leak.api_key,
-                data={"where": leak.where, "kind": leak.kind},
-                now=utcnow(),
-            )
-        revoked.append(leak.api_key)
-    return revoked
+        places = found.setdefault(leak.api_key, [])
+        if (leak.kind, leak.where) not in places:
+            places.append((leak.kind, leak.where))
+    return [key for key, places in found.items() if service.revoke_leaked(key, places, actor=actor)]

@@ -66,16 +66,22 @@ class KeyRecord:
     public_id: str
     user_id: int
     key_type: str  # hmac | ed25519
+    # The scopes the key may use now (``keyplane.keys.scopes.usable_scopes``): ``withdraw`` only
+    # while the key is IP-bound (``restrictions.is_ip_bound``).
     scopes: frozenset[Scope]
     restrictions: Restrictions
-    status: str  # active | disabled | revoked
+    status: str  # active | disabled | expired | revoked
     created_at: dt.datetime
     last_used_at: dt.datetime | None
-    # Set when the key can trade or withdraw with no IP allowlist: it expires after this much idleness.
+    # Set when the key can trade or withdraw and is not IP-bound (no allowlist, or an entry broader
+    # than ``keyplane.keys.scopes.MIN_BOUND_PREFIX``): it expires after this much idleness.
     idle_expiry: dt.timedelta | None
     # The current credential first; a rotated-out one follows while its grace period lasts.
     verifiers: tuple[Verifier, ...] = field(default=())
     version: int = 1
+    # Scopes the key holds but may not use now: ``withdraw`` on a key stored before its allowlist
+    # had to bind it. A request that needs one is refused with the reason.
+    withheld_scopes: frozenset[Scope] = field(default=frozenset())
     # Epoch-second forms of the above, for the hot path (no datetime arithmetic per request).
     expires_ts: float | None = None
     idle_s: float | None = None

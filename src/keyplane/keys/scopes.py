@@ -11,12 +11,32 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 
+from keyplane import parsing
 from keyplane.keys.errors import InvalidRestriction
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The broadest allowlist entry that still binds a key to its owner's own network, by IP version.
+# An IPv4 /24 is the smallest block routed on the internet, so anything broader spans networks of
+# many operators; an IPv6 /48 is what one end site is assigned (RFC 6177). An entry broader than
+# this still restricts where the key works, but the key no longer counts as bound to an IP: it may
+# not withdraw, and it expires when idle like a key without an allowlist.
+MIN_BOUND_PREFIX = {4: 24, 6: 48}
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (IPv4-mapped, NAT64): an entry
+# inside one binds no tighter than the IPv4 block it embeds.
+_V4_EMBEDDING = (ipaddress.IPv6Network("::ffff:0:0/96"), ipaddress.IPv6Network("64:ff9b::/96"))
+
+
+def binds(net: IPNetwork) -> bool:
+    """True if the allowlist entry ``net`` is narrow enough to count as an IP binding."""
+    if isinstance(net, ipaddress.IPv6Network):
+        for outer in _V4_EMBEDDING:
+            if net.subnet_of(outer):
+                return net.prefixlen - 96 >= MIN_BOUND_PREFIX[4]
+    return net.prefixlen >= MIN_BOUND_PREFIX[net.version]
 
 
 class Scope(StrEnum):
@@ -83,35 +103,30 @@ def parse_symbols(values: Iterable[str]) -> tuple[str, ...]:
 
 
 def parse_amount(value: str | Decimal | None, name: str) -> Decimal | None:
+    """A positive amount written plainly (``1000.50``): at most 20 digits before the point and 18
+    after it, so it stays exact and every later conversion to base units is bounded."""
     if value is None or value == "":
         return None
     try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation as e:
-        raise InvalidRestriction(f"{name} must be a number, got {value!r}", field=name) from e
-    if not amount.is_finite() or amount <= 0:
-        raise InvalidRestriction(f"{name} must be a positive number, got {value!r}", field=name)
+        if isinstance(value, Decimal):
+            amount = parsing.bounded_decimal(value, name)
+        else:
+            amount = parsing.plain_decimal(str(value), name)
+    except parsing.ParseError as e:
+        raise InvalidRestriction(
+            f"{name} must be a positive number such as 1000.50, got {parsing.shown(value)}", field=name
+        ) from e
+    if amount <= 0:
+        raise InvalidRestriction(f"{name} must be a positive number, got {parsing.shown(value)}", field=name)
     return amount.normalize() if amount == amount.to_integral() else amount
 
 
-_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_duration(text: str) -> dt.timedelta:
-    """``30d``, ``24h``, ``90m``, ``1w2d``: a positive duration. Bare numbers are seconds."""
-    raw = text.strip().lower()
-    if raw.isdigit():
-        return dt.timedelta(seconds=int(raw))
-    pos, total = 0, 0
-    for m in _DURATION_RE.finditer(raw):
-        if m.start() != pos:
-            break
-        total += int(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    if pos != len(raw) or not raw:
-        raise InvalidRestriction(f"{text!r} is not a duration such as 30d, 24h or 90m", field="duration")
-    return dt.timedelta(seconds=total)
+    """``30d``, ``24h``, ``90m``, ``1w2d``: a duration of at most 100 years. Bare numbers are seconds."""
+    try:
+        return parsing.duration(text, "duration")
+    except parsing.ParseError as e:
+        raise InvalidRestriction(e.message, field="duration") from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +148,17 @@ class Restrictions:
             ip = ip.ipv4_mapped
         return any(ip.version == net.version and ip in net for net in self.ip_allowlist)
 
+    @property
+    def is_ip_bound(self) -> bool:
+        """True if the key works only from networks its owner names: an allowlist with no entry
+        broader than ``MIN_BOUND_PREFIX``. The one rule behind "withdraw needs an IP allowlist"
+        and "a trading key without one expires when idle"."""
+        return bool(self.ip_allowlist) and all(binds(n) for n in self.ip_allowlist)
+
+    def too_broad(self) -> tuple[IPNetwork, ...]:
+        """The allowlist entries that keep the key from counting as IP-bound."""
+        return tuple(n for n in self.ip_allowlist if not binds(n))
+
     def allows_symbol(self, symbol: str) -> bool:
         return not self.symbols or symbol.upper() in self.symbols
 
@@ -147,6 +173,19 @@ class Restrictions:
 
     def replace(self, **changes: object) -> Restrictions:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def idle_expiry_applies(scopes: Iterable[Scope], r: Restrictions) -> bool:
+    """A key that can trade or withdraw and is not bound to an IP expires when idle."""
+    return not r.is_ip_bound and bool({Scope.TRADE, Scope.WITHDRAW} & set(scopes))
+
+
+def usable_scopes(scopes: frozenset[Scope], r: Restrictions) -> frozenset[Scope]:
+    """The scopes a key may use now: ``withdraw`` only while the key is IP-bound. New keys and
+    changes are refused without the binding; this holds for keys stored before the rule."""
+    if Scope.WITHDRAW in scopes and not r.is_ip_bound:
+        return scopes - {Scope.WITHDRAW}
+    return scopes
 
 
 @dataclass(frozen=True, slots=True)

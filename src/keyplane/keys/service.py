@@ -39,13 +39,16 @@ from keyplane.keys.pubkeys import parse_ed25519_public_key
 from keyplane.keys.record import Ed25519Verifier, HmacVerifier, KeyRecord, Verifier
 from keyplane.keys.schemas import IssuedKey, KeyInfo
 from keyplane.keys.scopes import (
+    MIN_BOUND_PREFIX,
     Restrictions,
     Scope,
+    idle_expiry_applies,
     parse_amount,
     parse_networks,
     parse_scopes,
     parse_symbols,
     scopes_text,
+    usable_scopes,
     widening,
 )
 from keyplane.keys.secretbox import Keyring, UnknownMasterKey
@@ -106,7 +109,7 @@ class KeyService:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _idle_expiry(self, scopes: Iterable[Scope], r: Restrictions) -> dt.timedelta | None:
-        if r.ip_allowlist or not ({Scope.TRADE, Scope.WITHDRAW} & set(scopes)):
+        if not idle_expiry_applies(scopes, r):
             return None
         return dt.timedelta(days=self.settings.idle_expiry_days)
 
@@ -142,13 +145,41 @@ class KeyService:
         for listener in self.listeners:
             listener(public_ids)
 
-    def _validate(self, scopes: frozenset[Scope], r: Restrictions, now: dt.datetime) -> None:
+    @staticmethod
+    def validate(scopes: frozenset[Scope], r: Restrictions, now: dt.datetime) -> None:
+        """The rules every key's settings obey, at creation and after every change.
+
+        Raises InvalidRestriction, or WithdrawNeedsIpAllowlist when ``withdraw`` is asked for on a
+        key that is not IP-bound (no allowlist, or an entry broader than MIN_BOUND_PREFIX): a
+        too-broad list is refused with the entries named, rather than silently not counting.
+        """
         if not scopes:
             raise InvalidRestriction("a key needs at least one scope", field="scopes")
-        if Scope.WITHDRAW in scopes and not r.ip_allowlist:
-            raise WithdrawNeedsIpAllowlist()
+        if Scope.WITHDRAW in scopes and not r.is_ip_bound:
+            broad = r.too_broad()
+            if not broad:
+                raise WithdrawNeedsIpAllowlist()
+            raise WithdrawNeedsIpAllowlist(
+                "the withdraw scope needs an IP allowlist that binds the key to your own networks: "
+                f"{', '.join(str(n) for n in broad)} "
+                f"{'is' if len(broad) == 1 else 'are'} broader than /{MIN_BOUND_PREFIX[4]} (IPv4) "
+                f"or /{MIN_BOUND_PREFIX[6]} (IPv6); list narrower networks or single addresses"
+            )
         if r.expires_at is not None and r.expires_at <= now:
             raise InvalidRestriction("the expiry must be in the future", field="expires_at")
+
+    @staticmethod
+    def check_state(info: KeyInfo, action: str, now: dt.datetime | None = None) -> None:
+        """Raise KeyStateError if a revoked or expired key is asked to be ``action`` (changed,
+        enabled, rotated). An expired key stays expired, whether the sweep has recorded it yet or
+        not: no change, enable or rotation brings it back. Its owner creates a new key."""
+        now = now or utcnow()
+        if info.status == "revoked":
+            raise KeyStateError(f"this key is revoked and cannot be {action}; revocation is permanent")
+        if info.status == "expired" or (info.expires_at is not None and info.expires_at <= now):
+            raise KeyStateError(
+                f"this key has expired and cannot be {action}: an expired key stays expired; create a new key"
+            )
 
     @staticmethod
     def _row(session: Session, public_id: str, user_id: int | None, *, lock: bool = False) -> ApiKey:
@@ -209,7 +240,7 @@ class KeyService:
         now = now or utcnow()
         scope_set = parse_scopes(scopes) if not isinstance(scopes, frozenset) else scopes
         r = restrictions or Restrictions()
-        self._validate(scope_set, r, now)
+        self.validate(scope_set, r, now)
         label = label.strip()
         if len(label) > 100:
             raise InvalidRestriction("a label is at most 100 characters", field="label")
@@ -282,13 +313,14 @@ class KeyService:
         """Change a key's scopes, restrictions or label. Arguments left UNSET stay as they are.
 
         A change that widens the key (a scope, IPs, a higher limit, a later expiry, a removed
-        allowlist) raises StepUpRequired unless ``step_up`` says a fresh 2FA check passed.
+        allowlist) raises StepUpRequired unless ``step_up`` says a fresh 2FA check passed. A
+        revoked or expired key raises KeyStateError: no change revives it, not even one that
+        would remove its idle expiry or move its expiry date.
         """
         now = now or utcnow()
         with self.db.transaction() as s:
             row = self._row(s, public_id, user_id, lock=True)
-            if row.status == "revoked":
-                raise KeyStateError("a revoked key cannot be changed")
+            self.check_state(self._info(row), "changed", now)
             old_scopes, old = _scopes_of(row), _restrictions_of(row)
             new_scopes = old_scopes if scopes is UNSET else parse_scopes(scopes)
             new = Restrictions(
@@ -302,7 +334,7 @@ class KeyService:
                 else parse_amount(daily_withdraw_cap, "daily_withdraw_cap"),
                 expires_at=old.expires_at if expires_at is UNSET else expires_at,
             )
-            self._validate(new_scopes, new, now)
+            self.validate(new_scopes, new, now)
             wider = widening(old_scopes, old, new_scopes, new)
             if wider and not step_up:
                 raise StepUpRequired(wider.reasons)
@@ -313,8 +345,6 @@ class KeyService:
                 row.label = text
             row.scopes = scopes_text(new_scopes)
             _apply_restrictions(row, new)
-            if row.status == "expired" and (new.expires_at is None or new.expires_at > now):
-                row.status = "active"
             row.updated_at = now
             row.version += 1
             audit(
@@ -352,8 +382,10 @@ class KeyService:
                 if status == "revoked":
                     return self._info(row)  # revoking twice is a no-op
                 raise KeyStateError("this key is revoked; revocation is permanent")
-            if status == "active" and row.status == "expired":
-                raise KeyStateError("this key has expired; extend its expiry instead of enabling it")
+            if status == "active":
+                self.check_state(self._info(row), "enabled", now)
+            elif row.status == "expired":
+                return self._info(row)  # disabling an expired key changes nothing: it stays expired
             row.status = status
             row.updated_at = now
             row.version += 1
@@ -382,11 +414,13 @@ class KeyService:
         public_id: str,
         *,
         user_id: int | None = None,
-        step_up: bool = True,
+        step_up: bool,
         actor: Actor = ADMIN_CLI,
         now: dt.datetime | None = None,
     ) -> KeyInfo:
-        """Re-enable a disabled key. Enabling widens what is usable, so callers pass step_up."""
+        """Re-enable a disabled key. Enabling widens what is usable, so the caller says, every
+        time, that a fresh 2FA check passed (or that it is the operator): there is no default.
+        Raises StepUpRequired, or KeyStateError for a revoked or expired key."""
         if not step_up:
             raise StepUpRequired(["re-enables a disabled key"])
         return self._set_status(public_id, "active", EventType.KEY_ENABLED, user_id=user_id, actor=actor, now=now)
@@ -401,10 +435,22 @@ class KeyService:
     ) -> KeyInfo:
         return self._set_status(public_id, "revoked", EventType.KEY_REVOKED, user_id=user_id, actor=actor, now=now)
 
-    def revoke_all(self, user_id: int, *, actor: Actor = ADMIN_CLI, now: dt.datetime | None = None) -> list[str]:
-        """Revoke every key of the account that is not revoked yet; returns their API keys."""
+    def revoke_all(
+        self,
+        user_id: int,
+        *,
+        actor: Actor = ADMIN_CLI,
+        now: dt.datetime | None = None,
+        also: Callable[[Session], int] | None = None,
+    ) -> list[str]:
+        """Revoke every key of the account that is not revoked yet; returns their API keys.
+
+        ``also`` runs in the same transaction and returns a count for the audit event: the console
+        ends the account's other sessions with it, so the panic button is all or nothing.
+        """
         now = now or utcnow()
         with self.db.transaction() as s:
+            ended = None if also is None else also(s)
             rows = list(
                 s.execute(
                     select(ApiKey).where(ApiKey.user_id == user_id, ApiKey.status != "revoked").with_for_update()
@@ -425,11 +471,64 @@ class KeyService:
                 actor=actor.name,
                 ip=actor.ip,
                 user_id=user_id,
-                data={"count": len(ids), "keys": ids},
+                data={"count": len(ids), "keys": ids}
+                if ended is None
+                else {"count": len(ids), "keys": ids, "sessions_ended": ended},
                 now=now,
             )
         self._notify(ids)
         return ids
+
+    def revoke_leaked(
+        self,
+        public_id: str,
+        found: Sequence[tuple[str, str]],
+        *,
+        actor: Actor = ADMIN_CLI,
+        now: dt.datetime | None = None,
+    ) -> bool:
+        """Revoke a leaked key and record where it leaked, in one transaction.
+
+        ``found`` holds (kind, where) for each place the credential was seen; each becomes a
+        ``key:api_key:leaked`` event, even if the key was revoked meanwhile. Returns True if this
+        call revoked the key. Either the revocation and all its evidence are written, or nothing is.
+        """
+        now = now or utcnow()
+        with self.db.transaction() as s:
+            row = self._row(s, public_id, None, lock=True)
+            revoked = row.status != "revoked"
+            if revoked:
+                row.status = "revoked"
+                row.revoked_at = now
+                row.updated_at = now
+                row.version += 1
+                row.previous_secret_ciphertext = None
+                row.previous_public_key = None
+                row.previous_valid_until = None
+                audit(
+                    s,
+                    EventType.KEY_REVOKED,
+                    actor=actor.name,
+                    ip=actor.ip,
+                    user_id=row.user_id,
+                    key_id=public_id,
+                    data={"reason": "leaked"},
+                    now=now,
+                )
+            for kind, where in found:
+                audit(
+                    s,
+                    EventType.KEY_LEAKED,
+                    actor=actor.name,
+                    ip=actor.ip,
+                    user_id=row.user_id,
+                    key_id=public_id,
+                    data={"where": where, "kind": kind},
+                    now=now,
+                )
+        if revoked:
+            self._notify([public_id])
+        return revoked
 
     def rotate(
         self,
@@ -452,6 +551,7 @@ class KeyService:
         secret: str | None = None
         with self.db.transaction() as s:
             row = self._row(s, public_id, user_id, lock=True)
+            self.check_state(self._info(row), "rotated", now)
             if row.status != "active":
                 raise KeyStateError(f"only an active key can be rotated; this one is {row.status}")
             keep = grace > dt.timedelta(0)
@@ -517,12 +617,14 @@ class KeyService:
                         prev_pub = base64.b64decode(row.previous_public_key)
                         verifiers.append(Ed25519Verifier(prev_pub, row.previous_valid_until.timestamp()))
             idle = self._idle_expiry(scopes, r)
+            usable = usable_scopes(scopes, r)
             return KeyRecord(
                 db_id=row.id,
                 public_id=row.public_id,
                 user_id=row.user_id,
                 key_type=row.key_type,
-                scopes=scopes,
+                scopes=usable,
+                withheld_scopes=scopes - usable,
                 restrictions=r,
                 status=row.status,
                 created_at=row.created_at,

@@ -119,3 +119,41 @@ def test_usage_recorder_batches_and_restores():
     rec.restore(batch)
     assert rec.drain()["k"][0] == batch["k"][0]
     assert rec.last_seen["k"] == 200.0
+
+
+def test_the_poller_does_not_queue_behind_a_busy_shared_thread_pool():
+    """Request work can fill the shared thread pool (slow statements, lock waits); the key cache
+    must still see its polls succeed, or it would fail every signed request closed."""
+    import threading
+
+    cache = KeyCache(lambda pid: None, max_staleness_s=10.0)
+    release = threading.Event()
+    polled = asyncio.Event()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        # Occupy every thread of the default pool.
+        blockers = [loop.run_in_executor(None, release.wait, 10) for _ in range(64)]
+
+        def changed_since(since: dt.datetime) -> list[str]:
+            loop.call_soon_threadsafe(polled.set)
+            return []
+
+        cache.last_fresh -= 100  # stale
+        task = asyncio.create_task(poll_changes(cache, changed_since, 0.01))
+        try:
+            await asyncio.wait_for(polled.wait(), 5)
+            deadline = loop.time() + 5
+            while loop.time() < deadline:
+                try:
+                    cache.check_fresh()
+                    break
+                except AuthUnavailable:
+                    await asyncio.sleep(0.01)
+            cache.check_fresh()
+        finally:
+            task.cancel()
+            release.set()
+            await asyncio.gather(task, *blockers, return_exceptions=True)
+
+    asyncio.run(scenario())

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from keyplane.api.binance.exchange_common import exchange, reply, run
+from keyplane.api.binance.exchange_common import exchange, reply, run, write
 from keyplane.api.deps import signed_context
 from keyplane.auth.routes import signed
 from keyplane.exchange.errors import BadParameter
-from keyplane.exchange.params import int_param, mandatory
+from keyplane.exchange.params import int_param, mandatory, text_param
 from keyplane.exchange.service import ExchangeService
 from keyplane.exchange.wallet import WithdrawRequest, binance_time
 from keyplane.keys.scopes import Scope
@@ -25,7 +25,7 @@ def _window(p: dict[str, str]) -> dict[str, Any]:
     if start is not None and end is not None and end - start > 90 * 86_400_000:
         raise BadParameter("The time between startTime and endTime can't be longer than 90 days.")
     return {
-        "coin": p.get("coin") or None,
+        "coin": text_param(p, "coin", max_len=16) or None,
         "start_ms": start,
         "end_ms": end,
         "limit": int_param(p, "limit", 1000, 1, 1000) or 1000,
@@ -83,11 +83,17 @@ async def withdraw_apply(request: Request) -> JSONResponse:
     ex = exchange(request)
     p = ctx.params
     req = WithdrawRequest(
-        coin=mandatory(p, "coin"), address=mandatory(p, "address"), amount=mandatory(p, "amount"),
-        network=p.get("network", ""), address_tag=p.get("addressTag", ""),
+        coin=mandatory(p, "coin", max_len=16), address=mandatory(p, "address"), amount=mandatory(p, "amount"),
+        network=text_param(p, "network", max_len=16), address_tag=text_param(p, "addressTag", max_len=64),
     )  # fmt: skip
     key = ctx.key
-    wid = await run(
-        ex, ex.wallet.withdraw, key.user_id, req, key_id=key.public_id, daily_cap=key.restrictions.daily_withdraw_cap
+    wid = await write(
+        ex,
+        ex.wallet.withdraw,
+        key.user_id,
+        req,
+        key_id=key.public_id,
+        daily_cap=key.restrictions.daily_withdraw_cap,
+        not_after_s=ctx.not_after_s,
     )
     return reply({"id": wid})

@@ -1,9 +1,10 @@
 """What the exchange routes share: reaching the service, running it, and Binance's JSON shapes.
 
-On SQLite a service call runs inline on the event loop: the database serialises writers anyway, and
-a thread hop would cost more than the call; order placements go through the group commit, which
-places the orders of concurrent requests in one transaction (``keyplane.exchange.batching``). On
-PostgreSQL a call runs in a worker thread, and each order keeps a transaction of its own.
+On SQLite a read runs inline on the event loop (in WAL mode a read never waits for a lock, and a
+thread hop would cost more than the call), and a write goes to the one writer thread
+(``keyplane.exchange.batching``): order placements share its group commit, and the loop never waits
+on a database lock. On PostgreSQL a call runs in a worker thread, and each order keeps a
+transaction of its own.
 """
 
 from __future__ import annotations
@@ -36,12 +37,24 @@ async def run(ex: ExchangeService, fn: Callable[..., T], *args: Any, **kwargs: A
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+async def write(ex: ExchangeService, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A state-changing call (a cancel...): on SQLite on the writer thread, in arrival order."""
+    if ex.db.is_sqlite:
+        return await ex.group_commit.run(fn, *args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
 async def place(ex: ExchangeService, req: Placement) -> OrderView:
     """Place one order; returns after the transaction that holds it has committed."""
     if ex.db.is_sqlite:
         return await ex.group_commit.place(req)
     return await asyncio.to_thread(
-        ex.orders.place, req.user_id, req.order, key_id=req.key_id, max_notional=req.max_notional
+        ex.orders.place,
+        req.user_id,
+        req.order,
+        key_id=req.key_id,
+        max_notional=req.max_notional,
+        not_after_s=req.not_after_s,
     )
 
 

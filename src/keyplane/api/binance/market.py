@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from keyplane.api.binance.exchange_common import exchange, reply, run
 from keyplane.exchange.errors import BadParameter
 from keyplane.exchange.marketdata import INTERVALS_MS, Ticker
 from keyplane.exchange.markets import Market
-from keyplane.exchange.params import ORDER_TYPES, int_param, market_of
+from keyplane.exchange.params import ORDER_TYPES, int_param, market_of, symbols_param, text_param
 from keyplane.exchange.service import ExchangeService
 
 router = APIRouter(tags=["binance: market data"])
@@ -68,12 +67,9 @@ async def exchange_info(request: Request) -> JSONResponse:
     params = _params(request)
     if params.get("symbol"):
         wanted = [market_of(params, ex.markets).symbol]
-    elif params.get("symbols"):
-        try:
-            names = json.loads(params["symbols"])
-        except ValueError as e:
-            raise BadParameter("Parameter 'symbols' must be a JSON array such as [\"BTCUSDT\"].") from e
-        wanted = [ex.market(str(n)).symbol for n in names]
+    else:
+        chosen = symbols_param(params, ex.markets)
+        wanted = None if chosen is None else [m.symbol for m in chosen]
     markets = [m for s, m in ex.markets.items() if wanted is None or s in wanted]
     return reply(
         {
@@ -153,13 +149,8 @@ def _selected(ex: ExchangeService, params: dict[str, str]) -> tuple[list[Market]
     """The markets a ticker call asks for, and whether it asked for one (an object, not a list)."""
     if params.get("symbol"):
         return [market_of(params, ex.markets)], True
-    if params.get("symbols"):
-        try:
-            names = json.loads(params["symbols"])
-        except ValueError as e:
-            raise BadParameter("Parameter 'symbols' must be a JSON array such as [\"BTCUSDT\"].") from e
-        return [ex.market(str(n)) for n in names], False
-    return list(ex.markets.values()), False
+    chosen = symbols_param(params, ex.markets)
+    return (list(ex.markets.values()) if chosen is None else chosen), False
 
 
 @router.get("/api/v3/ticker/24hr")
@@ -198,7 +189,7 @@ async def klines(request: Request) -> JSONResponse:
     ex = exchange(request)
     params = _params(request)
     market = market_of(params, ex.markets)
-    interval = params.get("interval", "")
+    interval = text_param(params, "interval")
     if interval not in INTERVALS_MS:
         raise BadParameter(f"Invalid interval {interval[:8]!r}: use one of {', '.join(INTERVALS_MS)}.")
     limit = int_param(params, "limit", 500, 1, 1000) or 500

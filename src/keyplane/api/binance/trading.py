@@ -6,12 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from keyplane.api.binance.exchange_common import exchange, order_json, place, reply, run
+from keyplane.api.binance.exchange_common import exchange, order_json, place, reply, run, write
 from keyplane.api.deps import signed_context
 from keyplane.auth.routes import signed
 from keyplane.exchange.errors import BadParameter
 from keyplane.exchange.orders import Placement
-from keyplane.exchange.params import int_param, market_of, parse_new_order
+from keyplane.exchange.params import int_param, market_of, parse_new_order, text_param
 from keyplane.keys.scopes import Scope
 
 router = APIRouter(tags=["binance: trading"])
@@ -19,7 +19,7 @@ router = APIRouter(tags=["binance: trading"])
 
 def _order_ref(params: dict[str, str]) -> tuple[int | None, str | None]:
     order_id = int_param(params, "orderId")
-    client_id = params.get("origClientOrderId") or None
+    client_id = text_param(params, "origClientOrderId", max_len=36) or None
     if order_id is None and client_id is None:
         raise BadParameter("Param 'orderId' or 'origClientOrderId' must be sent, but both were empty/null!")
     return order_id, client_id
@@ -32,7 +32,7 @@ async def new_order(request: Request) -> JSONResponse:
     ex = exchange(request)
     order = parse_new_order(ctx.params, ex.markets)
     key = ctx.key
-    view = await place(ex, Placement(key.user_id, order, key.public_id, key.restrictions.max_notional))
+    view = await place(ex, Placement(key.user_id, order, key.public_id, key.restrictions.max_notional, ctx.not_after_s))
     if order.resp_type == "ACK":
         return reply(
             {"symbol": view.symbol, "orderId": view.id, "orderListId": -1, "clientOrderId": view.client_order_id,
@@ -68,7 +68,7 @@ async def cancel_order(request: Request) -> JSONResponse:
     ex = exchange(request)
     market = market_of(ctx.params, ex.markets)
     order_id, client_id = _order_ref(ctx.params)
-    view = await run(ex, ex.orders.cancel, ctx.key.user_id, market, order_id, client_id)
+    view = await write(ex, ex.orders.cancel, ctx.key.user_id, market, order_id, client_id, not_after_s=ctx.not_after_s)
     doc = order_json(view, market)
     doc["origClientOrderId"] = view.client_order_id
     return reply(doc)

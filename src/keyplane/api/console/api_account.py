@@ -33,6 +33,19 @@ from keyplane.api.console.web import (
     set_session_cookie,
     user_agent,
 )
+from keyplane.api.fields import (
+    Amount,
+    Code,
+    Email,
+    Items,
+    KeyIdPath,
+    KeyIdQuery,
+    Label,
+    Moment,
+    Password,
+    PublicKey,
+    SeqQuery,
+)
 
 # Declared for the OpenAPI schema; api_user does the checking.
 _session_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="console session cookie")
@@ -52,47 +65,47 @@ router = APIRouter(prefix="/v1/account", tags=["account"])
 
 
 class Credentials(BaseModel):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024)
+    email: Email
+    password: Password
 
 
 class CodeIn(BaseModel):
-    totp: str = Field("", max_length=32, description="a 6-digit TOTP code (or, at login, a recovery code)")
+    totp: Code = Field("", description="a 6-digit TOTP code (or, at login, a recovery code)")
 
 
 class KeyCreate(BaseModel):
-    label: str = ""
-    scopes: list[str] = Field(default_factory=lambda: ["read"])
-    ips: list[str] = Field(default_factory=list, description="IPv4/IPv6 CIDRs, at most 30")
-    symbols: list[str] = Field(default_factory=list)
-    max_notional: str | None = None
-    daily_withdraw_cap: str | None = None
-    expires_at: str | None = Field(None, description="a date (2027-01-31), ISO timestamp or duration (30d)")
-    type: str = Field("hmac", description="hmac or ed25519")
-    public_key: str | None = Field(None, description="the Ed25519 public key (PEM) for type ed25519")
-    totp: str = ""
+    label: Label = ""
+    scopes: Items = Field(default_factory=lambda: ["read"])
+    ips: Items = Field(default_factory=list, description="IPv4/IPv6 CIDRs, at most 30")
+    symbols: Items = Field(default_factory=list)
+    max_notional: Amount | None = None
+    daily_withdraw_cap: Amount | None = None
+    expires_at: Moment | None = Field(None, description="a date (2027-01-31), ISO timestamp or duration (30d)")
+    type: Annotated[str, Field(max_length=16)] = Field("hmac", description="hmac or ed25519")
+    public_key: PublicKey | None = Field(None, description="the Ed25519 public key (PEM) for type ed25519")
+    totp: Code = ""
 
 
 class KeyPatch(BaseModel):
-    label: str | None = None
-    scopes: list[str] | None = None
-    ips: list[str] | None = None
-    symbols: list[str] | None = None
-    max_notional: str | None = None
-    daily_withdraw_cap: str | None = None
-    expires_at: str | None = None
-    totp: str = Field("", description="needed only when the change widens the key")
+    label: Label | None = None
+    scopes: Items | None = None
+    ips: Items | None = None
+    symbols: Items | None = None
+    max_notional: Amount | None = None
+    daily_withdraw_cap: Amount | None = None
+    expires_at: Moment | None = None
+    totp: Code = Field("", description="needed only when the change widens the key")
 
 
 class RotateIn(BaseModel):
-    grace: str | None = Field(None, description="how long the old credential keeps working, e.g. 24h or 0")
-    public_key: str | None = None
-    totp: str = ""
+    grace: Moment | None = Field(None, description="how long the old credential keeps working, e.g. 24h or 0")
+    public_key: PublicKey | None = None
+    totp: Code = ""
 
 
 class RevokeAllIn(BaseModel):
     confirm: bool = False
-    totp: str = ""
+    totp: Code = ""
 
 
 async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -163,13 +176,13 @@ def totp_enrol(request: Request, user: User) -> dict[str, str]:
 
 @router.post("/totp/confirm", summary="Finish enrolment with a code; returns 10 recovery codes, once")
 def totp_confirm(request: Request, user: User, body: CodeIn) -> dict[str, Any]:
-    codes = identity_of(request).twofactor.confirm(user.id, body.totp, ip=user.ip)
+    codes = identity_of(request).twofactor.confirm(user.id, body.totp, ip=user.ip, keep_session=user.token)
     return {"recovery_codes": codes}
 
 
 @router.post("/recovery-codes", summary="Replace the recovery codes (needs a TOTP code)")
 def new_recovery_codes(request: Request, user: User, body: CodeIn) -> dict[str, Any]:
-    codes = identity_of(request).twofactor.regenerate_codes(user.id, body.totp, ip=user.ip)
+    codes = identity_of(request).twofactor.regenerate_codes(user.id, body.totp, ip=user.ip, keep_session=user.token)
     return {"recovery_codes": codes}
 
 
@@ -200,18 +213,25 @@ async def create_key(request: Request, user: User, body: KeyCreate) -> dict[str,
 
 @router.post("/keys/revoke-all", summary="Revoke every key of the account (confirm + TOTP)")
 async def revoke_all(request: Request, user: User, body: RevokeAllIn) -> dict[str, Any]:
-    ids = await _run(key_actions(request).revoke_all, user.id, body.totp, confirmed=body.confirm, actor=user.actor)
+    ids = await _run(
+        key_actions(request).revoke_all,
+        user.id,
+        body.totp,
+        confirmed=body.confirm,
+        actor=user.actor,
+        keep_session=user.token,
+    )
     return {"revoked": ids}
 
 
 @router.get("/keys/{api_key}", summary="One API key")
-def get_key(request: Request, user: User, api_key: str) -> dict[str, Any]:
+def get_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
     out: dict[str, Any] = services_of(request).keys.get(api_key, user.id).to_json()
     return out
 
 
 @router.patch("/keys/{api_key}", summary="Change a key; widening needs a fresh TOTP code")
-async def patch_key(request: Request, user: User, api_key: str, body: KeyPatch) -> dict[str, Any]:
+async def patch_key(request: Request, user: User, api_key: KeyIdPath, body: KeyPatch) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for name in body.model_fields_set - {"totp"}:
         value = getattr(body, name)
@@ -225,7 +245,7 @@ async def patch_key(request: Request, user: User, api_key: str, body: KeyPatch) 
 
 
 @router.post("/keys/{api_key}/rotate", summary="New credential (shown once); the old one works for the grace")
-async def rotate_key(request: Request, user: User, api_key: str, body: RotateIn) -> dict[str, Any]:
+async def rotate_key(request: Request, user: User, api_key: KeyIdPath, body: RotateIn) -> dict[str, Any]:
     grace = parse_grace(body.grace, services_of(request).settings.rotate_grace_default_s)
     issued = await _run(
         key_actions(request).rotate,
@@ -241,21 +261,21 @@ async def rotate_key(request: Request, user: User, api_key: str, body: RotateIn)
 
 
 @router.post("/keys/{api_key}/disable", summary="Disable a key")
-async def disable_key(request: Request, user: User, api_key: str) -> dict[str, Any]:
+async def disable_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
     info = await _run(key_actions(request).disable, user.id, api_key, actor=user.actor)
     out: dict[str, Any] = info.to_json()
     return out
 
 
 @router.post("/keys/{api_key}/enable", summary="Re-enable a disabled key (needs a TOTP code)")
-async def enable_key(request: Request, user: User, api_key: str, body: CodeIn) -> dict[str, Any]:
+async def enable_key(request: Request, user: User, api_key: KeyIdPath, body: CodeIn) -> dict[str, Any]:
     info = await _run(key_actions(request).enable, user.id, api_key, body.totp, actor=user.actor)
     out: dict[str, Any] = info.to_json()
     return out
 
 
 @router.post("/keys/{api_key}/revoke", summary="Revoke a key (permanent)")
-async def revoke_key(request: Request, user: User, api_key: str) -> dict[str, Any]:
+async def revoke_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
     info = await _run(key_actions(request).revoke, user.id, api_key, actor=user.actor)
     out: dict[str, Any] = info.to_json()
     return out
@@ -265,9 +285,9 @@ async def revoke_key(request: Request, user: User, api_key: str) -> dict[str, An
 def activity(
     request: Request,
     user: User,
-    before: int | None = None,
+    before: SeqQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    api_key: str | None = None,
+    api_key: KeyIdQuery = None,
 ) -> dict[str, Any]:
     events = identity_of(request).activity(user.id, limit=limit, before=before, key_id=api_key)
     return {"events": [e.to_json() for e in events]}

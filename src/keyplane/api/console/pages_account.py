@@ -192,7 +192,7 @@ def totp_confirm(request: Request, user: PageUser, totp: FormStr = "", csrf_toke
     twofactor = identity_of(request).twofactor
     try:
         check_csrf(request, user.csrf_token, csrf_token)
-        codes = twofactor.confirm(user.id, totp, ip=user.ip)
+        codes = twofactor.confirm(user.id, totp, ip=user.ip, keep_session=user.token)
     except AlreadyEnrolled:
         return redirect("/security")
     except KeyplaneError as e:
@@ -209,7 +209,7 @@ def recovery_codes(request: Request, user: PageUser, totp: FormStr = "", csrf_to
     twofactor = identity_of(request).twofactor
     try:
         check_csrf(request, user.csrf_token, csrf_token)
-        codes = twofactor.regenerate_codes(user.id, totp, ip=user.ip)
+        codes = twofactor.regenerate_codes(user.id, totp, ip=user.ip, keep_session=user.token)
     except KeyplaneError as e:
         ctx = {"status": twofactor.status(user.id), "active": "security", **error_context(e)}
         return render(request, "security.html", ctx, user=user, status_code=e.status)

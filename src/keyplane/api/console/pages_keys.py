@@ -21,6 +21,7 @@ from keyplane.api.console.web import (
     render,
     services_of,
 )
+from keyplane.api.fields import KeyIdPath, KeyIdQuery, SeqQuery, checked_text
 from keyplane.errors import KeyplaneError
 from keyplane.keys.errors import KeyNotFound
 from keyplane.keys.pubkeys import OPENSSL_HINT
@@ -67,18 +68,32 @@ async def _form(request: Request) -> dict[str, Any]:
 
 
 def spec_from_form(values: dict[str, Any]) -> KeySpec:
-    """Raises InvalidRestriction for an expiry that does not parse."""
+    """Raises InvalidInput for a field with control characters or over its length, and
+    InvalidRestriction for an expiry that does not parse."""
+    checked = {
+        name: checked_text(str(values.get(name, "")), name, limit, multiline=name in _MULTILINE)
+        for name, limit in _FORM_LIMITS.items()
+    }
+    scopes = [checked_text(v, "scopes", 16) for v in values.get("scopes", [])]
     return KeySpec(
-        label=values.get("label", ""),
-        scopes=values.get("scopes", []),
-        ips=_lines(values.get("ips", "")),
-        symbols=_lines(values.get("symbols", "")),
-        max_notional=values.get("max_notional") or None,
-        daily_withdraw_cap=values.get("daily_withdraw_cap") or None,
-        expires_at=parse_expiry(values.get("expires_at")),
-        key_type=values.get("key_type", "hmac"),
-        public_key=values.get("public_key") or None,
+        label=checked["label"],
+        scopes=scopes,
+        ips=_lines(checked["ips"]),
+        symbols=_lines(checked["symbols"]),
+        max_notional=checked["max_notional"] or None,
+        daily_withdraw_cap=checked["daily_withdraw_cap"] or None,
+        expires_at=parse_expiry(checked["expires_at"]),
+        key_type=checked["key_type"] or "hmac",
+        public_key=checked["public_key"] or None,
     )
+
+
+# Each text field of the key form and its longest value (the label's column holds 100).
+_FORM_LIMITS = {
+    "label": 100, "ips": 20_000, "symbols": 5_000, "max_notional": 64, "daily_withdraw_cap": 64,
+    "expires_at": 64, "key_type": 16, "public_key": 4096,
+}  # fmt: skip
+_MULTILINE = frozenset({"ips", "symbols", "public_key"})
 
 
 def values_of(key: KeyInfo) -> dict[str, Any]:
@@ -163,6 +178,7 @@ async def revoke_all(request: Request, user: PageUser) -> HTMLResponse:
             values.get("totp", ""),
             confirmed=values.get("confirm") == "yes",
             actor=user.actor,
+            keep_session=user.token,
         )
     except KeyplaneError as e:
         count = sum(1 for k in services_of(request).keys.list_keys(user.id) if k.status != "revoked")
@@ -172,7 +188,7 @@ async def revoke_all(request: Request, user: PageUser) -> HTMLResponse:
 
 
 @router.get("/keys/{api_key}")
-def key_page(request: Request, api_key: str, user: PageUser) -> HTMLResponse:
+def key_page(request: Request, api_key: KeyIdPath, user: PageUser) -> HTMLResponse:
     try:
         key = services_of(request).keys.get(api_key, user.id)
     except KeyplaneError as e:
@@ -182,7 +198,7 @@ def key_page(request: Request, api_key: str, user: PageUser) -> HTMLResponse:
 
 
 @router.post("/keys/{api_key}/edit")
-async def edit_key(request: Request, api_key: str, user: PageUser) -> Response:
+async def edit_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
     values = await _form(request)
     actions = key_actions(request)
     key = await _run(_owned, request, user, api_key)
@@ -199,7 +215,7 @@ async def edit_key(request: Request, api_key: str, user: PageUser) -> Response:
 
 
 @router.post("/keys/{api_key}/rotate")
-async def rotate_key(request: Request, api_key: str, user: PageUser) -> Response:
+async def rotate_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
     values = await _form(request)
     svc = services_of(request)
     key = await _run(_owned, request, user, api_key)
@@ -207,14 +223,14 @@ async def rotate_key(request: Request, api_key: str, user: PageUser) -> Response
         return redirect("/keys")
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        grace = parse_grace(values.get("grace"), svc.settings.rotate_grace_default_s)
+        grace = parse_grace(checked_text(values.get("grace", ""), "grace", 64), svc.settings.rotate_grace_default_s)
         issued = await _run(
             key_actions(request).rotate,
             user.id,
             api_key,
             values.get("rotate_totp", ""),
             grace=grace,
-            public_key=values.get("public_key") or None,
+            public_key=checked_text(values.get("public_key", ""), "public_key", 4096, multiline=True) or None,
             actor=user.actor,
         )
     except KeyplaneError as e:
@@ -230,7 +246,7 @@ async def rotate_key(request: Request, api_key: str, user: PageUser) -> Response
 
 
 @router.post("/keys/{api_key}/disable")
-async def disable_key(request: Request, api_key: str, user: PageUser) -> Response:
+async def disable_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
     values = await _form(request)
     key = await _run(_owned, request, user, api_key)
     if key is None:
@@ -244,7 +260,7 @@ async def disable_key(request: Request, api_key: str, user: PageUser) -> Respons
 
 
 @router.post("/keys/{api_key}/enable")
-async def enable_key(request: Request, api_key: str, user: PageUser) -> Response:
+async def enable_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
     values = await _form(request)
     key = await _run(_owned, request, user, api_key)
     if key is None:
@@ -258,7 +274,7 @@ async def enable_key(request: Request, api_key: str, user: PageUser) -> Response
 
 
 @router.get("/keys/{api_key}/revoke")
-def revoke_page(request: Request, api_key: str, user: PageUser) -> Response:
+def revoke_page(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
     try:
         key = services_of(request).keys.get(api_key, user.id)
     except KeyplaneError:
@@ -267,7 +283,7 @@ def revoke_page(request: Request, api_key: str, user: PageUser) -> Response:
 
 
 @router.post("/keys/{api_key}/revoke")
-async def revoke_key(request: Request, api_key: str, user: PageUser) -> Response:
+async def revoke_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
     values = await _form(request)
     key = await _run(_owned, request, user, api_key)
     if key is None:
@@ -282,10 +298,10 @@ async def revoke_key(request: Request, api_key: str, user: PageUser) -> Response
 
 
 @router.get("/activity")
-def activity_page(request: Request, user: PageUser, before: int | None = None, key: str = "") -> HTMLResponse:
+def activity_page(request: Request, user: PageUser, before: SeqQuery = None, key: KeyIdQuery = None) -> HTMLResponse:
     events = identity_of(request).activity(user.id, limit=100, before=before, key_id=key or None)
     older = events[-1].seq if len(events) >= 100 else None
-    ctx = {"events": events, "describe": describe, "older": older, "key_filter": key, "active": "activity"}
+    ctx = {"events": events, "describe": describe, "older": older, "key_filter": key or "", "active": "activity"}
     return render(request, "activity.html", ctx, user=user)
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from keyplane.api import fields
 from keyplane.api.console.web import (
     ConsoleUser,
     api_user,
@@ -142,6 +143,7 @@ def add_address(
 ) -> Response:
     try:
         check_csrf(request, user.csrf_token, csrf_token)
+        label = fields.checked_text(label, "label", 64)
         verify_step_up(request, user, totp)
         _exchange(request).wallet.add_address(user.id, coin, address, label, step_up=True)
     except KeyplaneError as e:
@@ -156,7 +158,7 @@ def add_address(
 
 @router.post("/wallet/addresses/{entry_id}/delete")
 def remove_address(
-    request: Request, user: PageUser, entry_id: int, totp: FormStr = "", csrf_token: FormStr = ""
+    request: Request, user: PageUser, entry_id: fields.RowIdPath, totp: FormStr = "", csrf_token: FormStr = ""
 ) -> Response:
     try:
         check_csrf(request, user.csrf_token, csrf_token)
@@ -168,14 +170,16 @@ def remove_address(
 
 
 class AddressIn(BaseModel):
-    coin: str = Field(max_length=16)
-    address: str = Field(max_length=128)
-    label: str = Field(default="", max_length=64)
-    totp: str = Field(max_length=12, description="A fresh TOTP code: every allowlist change needs one.")
+    coin: Annotated[str, Field(max_length=16), fields.text(16)]
+    address: Annotated[str, Field(max_length=128), fields.text(128)]
+    label: Annotated[str, Field(max_length=64), fields.text(64)] = ""
+    totp: Annotated[str, Field(max_length=32), fields.text(32)] = Field(
+        description="A fresh TOTP code: every allowlist change needs one."
+    )
 
 
 class StepUpIn(BaseModel):
-    totp: str = Field(max_length=12)
+    totp: Annotated[str, Field(max_length=32), fields.text(32)]
 
 
 @api.get("")
@@ -193,7 +197,7 @@ def add_address_api(request: Request, user: ApiUser, body: AddressIn) -> dict[st
 
 
 @api.delete("/{entry_id}", status_code=204)
-def remove_address_api(request: Request, user: ApiUser, entry_id: int, body: StepUpIn) -> Response:
+def remove_address_api(request: Request, user: ApiUser, entry_id: fields.RowIdPath, body: StepUpIn) -> Response:
     """Remove an entry (needs a fresh TOTP code)."""
     verify_step_up(request, user, body.totp)
     _exchange(request).wallet.remove_address(user.id, entry_id, step_up=True)

@@ -15,6 +15,7 @@ when ``KEYPLANE_COOKIE_SECURE=true``.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from keyplane.accounts.keyactions import KeyActions
 from keyplane.accounts.sessions import SessionInfo
 from keyplane.auth.clientip import client_ip as resolve_client_ip
 from keyplane.keys.service import Actor
+from keyplane.parsing import bad_character
 from keyplane.services import Services
 
 SESSION_COOKIE = "kp_session"
@@ -38,6 +40,7 @@ ANON_CSRF_COOKIE = "kp_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{20,100}", re.ASCII)
 # Headers that mark a request signed with an API key (binance dialect, RFC 9421).
 _SIGNED_HEADERS = ("x-mbx-apikey", "signature", "signature-input")
 
@@ -95,7 +98,11 @@ def request_ip(request: Request) -> str | None:
 
 
 def user_agent(request: Request) -> str:
-    return request.headers.get("user-agent", "")[:200]
+    """The User-Agent as stored with a session: printable characters only, at most 200."""
+    value = request.headers.get("user-agent", "")
+    if bad_character(value) is not None:
+        value = "".join(ch for ch in value if bad_character(ch) is None)
+    return value[:200]
 
 
 def cookie_secure(request: Request) -> bool:
@@ -122,7 +129,7 @@ def clear_session_cookie(request: Request, response: Response) -> None:
 def anon_csrf_token(request: Request) -> str:
     """The double-submit token for forms shown before login: the cookie's, or a new one."""
     token = request.cookies.get(ANON_CSRF_COOKIE)
-    if not token or len(token) < 20 or len(token) > 100:
+    if not token or not _TOKEN_RE.fullmatch(token):  # only a token this server could have made
         token = secrets.token_urlsafe(32)
     return token
 
