@@ -36,6 +36,8 @@ def binds(net: IPNetwork) -> bool:
         for outer in _V4_EMBEDDING:
             if net.subnet_of(outer):
                 return net.prefixlen - 96 >= MIN_BOUND_PREFIX[4]
+            if outer.subnet_of(net):  # e.g. 64:ff9b::/64: it holds every IPv4 address
+                return False
     return net.prefixlen >= MIN_BOUND_PREFIX[net.version]
 
 

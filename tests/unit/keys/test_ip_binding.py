@@ -66,3 +66,13 @@ def test_idle_expiry_and_withdraw_follow_the_binding():
     assert usable_scopes(withdraw, everywhere) == {Scope.READ}
     assert usable_scopes(withdraw, Restrictions()) == {Scope.READ}
     assert usable_scopes(withdraw, bound) == withdraw
+
+
+@pytest.mark.parametrize("entry", ["64:ff9b::/64", "64:ff9b::/80", "64:ff9b::/95", "::fffe:0:0/95", "::/64"])
+def test_a_supernet_of_an_ipv4_embedding_never_binds(entry):
+    """Such an entry is a /64 or narrower by its length, yet it admits every IPv4 client."""
+    import ipaddress
+
+    from keyplane.keys.scopes import binds
+
+    assert not binds(ipaddress.ip_network(entry))
