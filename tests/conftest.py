@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from keyplane.accounts.service import UserInfo
+from keyplane.accounts.stepup import StepUp
 from keyplane.keys.schemas import IssuedKey
 from keyplane.services import Services, build_services
 from keyplane.settings import Settings
@@ -26,7 +27,7 @@ def kp_backend() -> Iterator[Backend]:
 @pytest.fixture(scope="session")
 def master_keys() -> str:
     """One master key for the run: every server process on the shared PostgreSQL database uses it."""
-    from keyplane.keys.secretbox import encode_master_key, new_master_key
+    from keyplane.crypto.keyring import encode_master_key, new_master_key
 
     return encode_master_key(new_master_key())
 
@@ -70,6 +71,25 @@ def services(settings: Settings) -> Iterator[Services]:
     svc.close()
 
 
+@pytest.fixture
+def own_services(make_settings: Callable[..., Settings], kp_backend: Backend) -> Iterator[Services]:
+    """Services on a database of this test's own, for a test that acts on every key at once (the
+    expiry sweep, a master-key rotation): on the shared database it would change other tests' keys."""
+    if kp_backend.database_url is None:
+        svc = build_services(make_settings())  # its own data dir: its own SQLite database
+        yield svc
+        svc.close()
+        return
+    from kptest.backends import postgres_database
+
+    with postgres_database() as url:
+        svc = build_services(make_settings(database_url=url))
+        try:
+            yield svc
+        finally:
+            svc.close()
+
+
 @pytest.fixture(scope="session")
 def server(settings: Settings, services: Services) -> Iterator[ThreadServer]:
     """One live server for the session, sharing ``services`` with the test process."""
@@ -80,17 +100,17 @@ def server(settings: Settings, services: Services) -> Iterator[ThreadServer]:
     srv.stop()
 
 
-@pytest.fixture
-def make_user(services: Services) -> Callable[..., UserInfo]:
+def user_maker(services: Services) -> Callable[..., UserInfo]:
     def make(email: str | None = None, password: str = "correct horse battery staple") -> UserInfo:
         return services.accounts.create_user(email or f"u{secrets.token_hex(6)}@example.com", password)
 
     return make
 
 
-@pytest.fixture
-def make_key(services: Services, make_user: Callable[..., UserInfo]) -> Callable[..., IssuedKey]:
-    """Create a key; ``ips``/``symbols``/... become restrictions, ``user`` defaults to a new user."""
+def key_maker(services: Services) -> Callable[..., IssuedKey]:
+    """Create a key on ``services``; ``ips``/``symbols``/... become restrictions, ``user``
+    defaults to a new user."""
+    make_user = user_maker(services)
 
     def make(
         *,
@@ -109,9 +129,20 @@ def make_key(services: Services, make_user: Callable[..., UserInfo]) -> Callable
             key_type=key_type,  # type: ignore[arg-type]
             public_key=public_key,
             label=label,
+            step_up=StepUp.operator(),
         )
 
     return make
+
+
+@pytest.fixture
+def make_user(services: Services) -> Callable[..., UserInfo]:
+    return user_maker(services)
+
+
+@pytest.fixture
+def make_key(services: Services) -> Callable[..., IssuedKey]:
+    return key_maker(services)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def main() -> None:
         rate_limit_public_per_ip="100000000/minute",
     )
     services = build_services(settings)
-    record = services.keys.load_record(key_id)
+    record = services.keys.records.load(key_id)
     assert record is not None
     fixed = AuthContext(record, {}, "127.0.0.1", RouteRule(None), "binance")
 

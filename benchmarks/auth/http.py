@@ -34,6 +34,7 @@ import httpx
 from nacl.signing import SigningKey
 
 from benchmarks.loadgen import build_get, free_port, run_load
+from keyplane.accounts.stepup import StepUp
 from keyplane.keys.pubkeys import public_key_pem
 from keyplane.services import build_services
 from keyplane.settings import Settings
@@ -71,9 +72,11 @@ def main() -> None:
         settings = Settings(data_dir=data, database_url=None, redis_url=None)
         svc = build_services(settings)
         user = svc.accounts.create_user("bench@example.com", "a long and unguessable passphrase 42")
-        hkey = svc.keys.create(user.id, scopes=("read",))
+        hkey = svc.keys.create(user.id, scopes=("read",), step_up=StepUp.operator())
         sk = SigningKey.generate()
-        ekey = svc.keys.create(user.id, key_type="ed25519", public_key=public_key_pem(bytes(sk.verify_key)))
+        ekey = svc.keys.create(
+            user.id, key_type="ed25519", public_key=public_key_pem(bytes(sk.verify_key)), step_up=StepUp.operator()
+        )
         svc.close()
 
         port = free_port()

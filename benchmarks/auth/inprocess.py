@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from nacl.signing import SigningKey
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.auth.gates import MemoryGate
 from keyplane.auth.keycache import KeyCache
 from keyplane.auth.pipeline import Authenticator
@@ -88,14 +89,18 @@ def main() -> None:
         )
         svc = build_services(settings)
         user = svc.accounts.create_user("bench@example.com", "a long and unguessable passphrase 42")
-        hkey = svc.keys.create(user.id, scopes=("read", "trade"))
+        hkey = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
         sk = SigningKey.generate()
         from keyplane.keys.pubkeys import public_key_pem
 
         ekey = svc.keys.create(
-            user.id, scopes=("read", "trade"), key_type="ed25519", public_key=public_key_pem(bytes(sk.verify_key))
+            user.id,
+            scopes=("read", "trade"),
+            key_type="ed25519",
+            public_key=public_key_pem(bytes(sk.verify_key)),
+            step_up=StepUp.operator(),
         )
-        cache = KeyCache(svc.keys.load_record)
+        cache = KeyCache(svc.keys.records.load)
         auth = Authenticator(settings, cache)
         gated = Authenticator(settings, cache, gate=MemoryGate(settings))
         rule = RouteRule(Scope.TRADE, symbol_restricted=True)

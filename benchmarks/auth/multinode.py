@@ -47,9 +47,10 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from benchmarks.loadgen import build_get, free_port, run_load
+from keyplane.accounts.stepup import StepUp
 from keyplane.auth.broadcast import KeyChangePublisher
 from keyplane.auth.gates import RedisGate
-from keyplane.keys.secretbox import encode_master_key, new_master_key
+from keyplane.crypto.keyring import encode_master_key, new_master_key
 from keyplane.services import Services, build_services
 from keyplane.settings import Settings
 
@@ -121,7 +122,7 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str, master: str) ->
             prefix = f"kpbench:{secrets.token_hex(4)}:"
             svc = build_services(settings_for(data, db_url, redis_url, master, prefix))
             user = svc.accounts.create_user(f"{mode}-{secrets.token_hex(3)}@example.com", "a long bench passphrase 42")
-            key = svc.keys.create(user.id)
+            key = svc.keys.create(user.id, step_up=StepUp.operator())
             svc.close()
             env = {"KEYPLANE_DATA_DIR": str(data), "KEYPLANE_MASTER_KEYS": master, "KEYPLANE_REDIS_PREFIX": prefix}
             if db_url:
@@ -184,10 +185,10 @@ def round_trips(args: argparse.Namespace, tmp: Path, pg_url: str, master: str) -
     )
     svc = build_services(settings)
     user = svc.accounts.create_user(f"rt-{secrets.token_hex(3)}@example.com", "a long bench passphrase 42")
-    key = svc.keys.create(user.id, scopes=("read", "trade"))
+    key = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
     app = create_app(settings, svc)
     # The same gate class the server builds, on a client whose connections count their writes.
-    app.state.keyplane["authenticator"].gate = RedisGate(
+    app.state.keyplane.authenticator.gate = RedisGate(
         settings, client=aioredis.Redis.from_url(REDIS, connection_class=CountingConnection)
     )
     port = free_port()
@@ -276,7 +277,7 @@ def propagation(args: argparse.Namespace, tmp: Path, pg_url: str, master: str, *
     times: list[float] = []
     try:
         user = svc.accounts.create_user(f"prop-{secrets.token_hex(3)}@example.com", "a long bench passphrase 42")
-        keys = [svc.keys.create(user.id) for _ in range(args.revocations)]
+        keys = [svc.keys.create(user.id, step_up=StepUp.operator()) for _ in range(args.revocations)]
         with httpx.Client(base_url=f"http://{HOST}:{b_port}") as client:
             for k in keys:
                 target = signed_target(k.info.api_key, k.secret or "")

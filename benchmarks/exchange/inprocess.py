@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from keyplane.crypto.keyring import encode_master_key, new_master_key
 from keyplane.exchange.orders import Placement
 from keyplane.exchange.params import parse_new_order
-from keyplane.keys.secretbox import encode_master_key, new_master_key
 from keyplane.services import build_services
 from keyplane.settings import Settings
 

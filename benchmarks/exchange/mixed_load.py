@@ -32,7 +32,8 @@ from urllib.parse import urlencode
 import httpx
 
 from benchmarks.loadgen import free_port
-from keyplane.keys.secretbox import encode_master_key, new_master_key
+from keyplane.accounts.stepup import StepUp
+from keyplane.crypto.keyring import encode_master_key, new_master_key
 from keyplane.services import build_services
 from keyplane.settings import Settings
 
@@ -171,7 +172,7 @@ def main() -> None:
             user = svc.accounts.create_user(f"mixed{n}-{os.getpid()}@example.com", "a long and unguessable passphrase")
             svc.exchange.wallet.credit(user.id, "USDT", "100000000")
             svc.exchange.wallet.credit(user.id, "BTC", "100000")
-            issued = svc.keys.create(user.id, scopes=("read", "trade"))
+            issued = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
             assert issued.secret is not None
             keys.append((issued.info.api_key, issued.secret))
         svc.close()

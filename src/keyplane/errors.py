@@ -43,6 +43,16 @@ class InvalidInput(KeyplaneError):
         self.field = field
 
 
+class OutsideRecvWindow(KeyplaneError):
+    """A signed request's time window is closed: it arrived (or reached the point where it would
+    be applied) outside its ``timestamp`` ± ``recvWindow``. The authenticator raises it on arrival,
+    the exchange again at the last moment before a write; ccxt raises InvalidNonce for -1021."""
+
+    code = "timestamp_outside_window"
+    status = 400
+    binance_code = -1021
+
+
 class ServiceUnavailable(KeyplaneError):
     """A dependency (database, Redis) is down. Signed requests fail closed with this."""
 

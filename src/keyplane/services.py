@@ -6,8 +6,7 @@ place without globals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy import exc
 
@@ -16,20 +15,18 @@ from keyplane.accounts.service import AccountService
 from keyplane.db import Database
 from keyplane.errors import KeyplaneError, ServiceUnavailable
 from keyplane.exchange.service import ExchangeService
-from keyplane.keys.master import MasterKeys
 from keyplane.keys.service import KeyService
+from keyplane.masterkeys import MasterKeys
 from keyplane.settings import Settings
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
     db: Database
     master: MasterKeys
     keys: KeyService
     accounts: AccountService
-    # Services of other domains, by name (e.g. "exchange"), registered by their builders below.
-    extra: dict[str, Any] = field(default_factory=dict)
     # Console sign-in, sessions and 2FA (accounts/identity.py).
     identity: Identity | None = None
     # The reference exchange: markets, orders, wallet, market data (exchange/service.py).
@@ -81,7 +78,8 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
 def _build(settings: Settings, db: Database, migrate: bool) -> Services:
     if migrate:
         db.migrate()
-    master = MasterKeys(settings)
+    master = MasterKeys.from_settings(db, settings)
+    master.ensure_active()
     accounts = AccountService(db)
     return Services(
         settings=settings,

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "kp:"
     # Comma-separated base64url 32-byte keys, oldest first. Unset: a generated file in data_dir.
     master_keys: SecretStr | None = None
+    # Or a keyfile that every process reads (one key per line, mode 0600), re-read when a process
+    # meets a key id it lacks: a key added to it reaches running servers without a restart.
+    master_keys_file: Path | None = None
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
 
     host: str = "127.0.0.1"

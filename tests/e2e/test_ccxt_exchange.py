@@ -10,6 +10,7 @@ from decimal import Decimal
 import ccxt
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.client import ccxt_exchange
 from kptest.clients import ed25519_keypair
 from kptest.exchange import D, ExchangeServer, check_invariants, clear_books, exchange_server, wait_for
@@ -52,6 +53,7 @@ def _key(xs: ExchangeServer, user, scopes=("read", "trade"), key_type="hmac", **
         restrictions=svc.keys.build_restrictions(**restrictions),
         key_type=key_type,
         public_key=public_pem,
+        step_up=StepUp.operator(),
     )
     return ccxt_exchange(xs.url, issued.info.api_key, private_pem or issued.secret, timeout=10000)
 

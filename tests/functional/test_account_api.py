@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from keyplane.accounts.models import AccountSession
+from keyplane.accounts.stepup import StepUp
 from keyplane.api.app import create_app
 from keyplane.keys.models import ApiKey
 from keyplane.services import Services, build_services
@@ -354,6 +355,7 @@ def test_a_signed_api_key_cannot_manage_keys(client, acct):
         user_id(client),
         scopes=("read", "trade", "withdraw"),
         restrictions=svc.keys.build_restrictions(ips=["127.0.0.1"]),
+        step_up=StepUp.operator(),
     )
     assert issued.secret is not None
     # The key itself is good: it signs a real request.

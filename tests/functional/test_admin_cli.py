@@ -214,20 +214,30 @@ def _rotate_master_key(cli_env, tmp_path, *, postgres: bool):
     email = new_email()
     run(cli_env, "admin", "create-user", email, "--password-stdin", stdin="a long enough password\n")
     created = json.loads(run(cli_env, "admin", "create-key", email, "--json").stdout)
+    old = json.loads(run(cli_env, "admin", "master-keys", "--json").stdout)["active"]
     if postgres:
         new = run(cli_env, "admin", "generate-master-key").stdout.strip()
+        refused = run(cli_env, "admin", "add-master-key", check=False)
+        assert refused.returncode == 2 and "KEYPLANE_MASTER_KEYS" in refused.stderr
         cli_env = {**cli_env, "KEYPLANE_MASTER_KEYS": cli_env["KEYPLANE_MASTER_KEYS"] + "," + new}
-        out = json.loads(run(cli_env, "admin", "rotate-master-key", "--json").stdout)
-        assert out["reencrypted"] >= 1
-        cli_env = {**cli_env, "KEYPLANE_MASTER_KEYS": new}  # the old key is retired
     else:
         keyfile = Path(cli_env["KEYPLANE_DATA_DIR"]) / "master.keys"
-        before = keyfile.read_text()
         assert stat.S_IMODE(keyfile.stat().st_mode) == 0o600
-        out = json.loads(run(cli_env, "admin", "rotate-master-key", "--json").stdout)
-        assert out["reencrypted"] == 1
-        after = keyfile.read_text()
-        assert after != before and len(after.split()) == 1
+        added = json.loads(run(cli_env, "admin", "add-master-key", "--json").stdout)["added"]
+        assert len(keyfile.read_text().split()) == 2
+        assert json.loads(run(cli_env, "admin", "master-keys", "--json").stdout)["active"] == old  # not yet
+    refused = run(cli_env, "admin", "drop-master-key", old, check=False)
+    assert refused.returncode == 2 and "active" in refused.stderr
+    out = json.loads(run(cli_env, "admin", "rotate-master-key", "--json").stdout)
+    assert out["previous"] == old and out["reencrypted"] >= 1 and out["remaining"] == 0
+    status = json.loads(run(cli_env, "admin", "master-keys", "--json").stdout)
+    assert status["active"] == out["active"] and old not in status["ciphertexts"]
+    run(cli_env, "admin", "drop-master-key", old)
+    if postgres:
+        cli_env = {**cli_env, "KEYPLANE_MASTER_KEYS": new}  # the old key is retired
+    else:
+        assert keyfile.read_text().split() != [] and len(keyfile.read_text().split()) == 1
+        assert out["active"] == added
         assert stat.S_IMODE(keyfile.stat().st_mode) == 0o600
     srv = start_process(cli_env, tmp_path / "after-rotation.log")
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.services import Services, build_services
 from keyplane.settings import Settings
 from kptest.backends import Backend, postgres_database
@@ -38,7 +39,7 @@ def audited(tmp_path: Path, kp_backend: Backend, master_keys: str) -> Iterator[t
         svc = build_services(settings)
         stack.callback(svc.close)
         user = svc.accounts.create_user("audited@example.com", "a long enough password")
-        keys = [svc.keys.create(user.id) for _ in range(3)]
+        keys = [svc.keys.create(user.id, step_up=StepUp.operator()) for _ in range(3)]
         svc.keys.disable(keys[0].info.api_key)
         svc.keys.revoke(keys[1].info.api_key)
         yield env, svc

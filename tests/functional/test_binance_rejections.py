@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from kptest.clients import ed25519_keypair, ed25519_sign, hmac_sign, now_ms
 
 ACCOUNT = "/api/v3/account"
@@ -107,7 +108,7 @@ def test_disabled_key_then_enabled(server, services, key):
     services.keys.disable(key.info.api_key)
     q = _signed_query(key.secret, {"timestamp": now_ms()})
     _check(_get(server.url, key.info.api_key, q), 401, -1002, "key_disabled", "disabled")
-    services.keys.enable(key.info.api_key, step_up=True)
+    services.keys.enable(key.info.api_key, step_up=StepUp.operator())
     assert _get(server.url, key.info.api_key, _signed_query(key.secret, {"timestamp": now_ms()})).status_code == 200
 
 

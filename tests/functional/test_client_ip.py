@@ -3,6 +3,7 @@ outside must not get past an IP allowlist."""
 
 from __future__ import annotations
 
+from keyplane.accounts.stepup import StepUp
 from kptest.clients import signed_get
 from kptest.native import native_request, own_server
 
@@ -22,7 +23,9 @@ def test_spoofed_forwarded_for_does_not_pass_an_allowlist(server, make_key):
 def test_forwarded_for_through_a_trusted_proxy_is_honoured(make_settings):
     with own_server(make_settings, trusted_proxies="127.0.0.1/32") as (srv, svc):
         owner = svc.accounts.create_user(f"ip-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id, restrictions=svc.keys.build_restrictions(ips=["203.0.113.9/32"]))
+        k = svc.keys.create(
+            owner.id, restrictions=svc.keys.build_restrictions(ips=["203.0.113.9/32"]), step_up=StepUp.operator()
+        )
         via = {"X-Forwarded-For": "203.0.113.9"}
         resp = signed_get(srv.url, "/api/v3/account", k.info.api_key, k.secret, headers=via)
         assert resp.status_code == 200, resp.text

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.services import build_services
 from kptest.backends import Backend
 from kptest.exchange import check_invariants, clear_books, signed_request
@@ -48,7 +49,7 @@ def test_crossing_orders_through_two_processes(tmp_path: Path, kp_backend: Backe
         user = svc.accounts.create_user(f"c{secrets.token_hex(6)}@example.com", "correct horse battery staple")
         ex.wallet.credit(user.id, "USDT", "100000")
         ex.wallet.credit(user.id, "BTC", "100")
-        issued = svc.keys.create(user.id, scopes=("read", "trade"))
+        issued = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
         accounts.append((issued.info.api_key, issued.secret))
     a = start_process({**env, "KEYPLANE_DATA_DIR": str(tmp_path / "a")}, tmp_path / "a.log")
     b = start_process({**env, "KEYPLANE_DATA_DIR": str(tmp_path / "b")}, tmp_path / "b.log")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from kptest.console import ConsoleClient, csrf_in
 from kptest.exchange import ExchangeServer, check_invariants, exchange_server, signed_request
 
@@ -69,7 +70,10 @@ def test_faucet_withdraw_and_allowlist(xs, console):
 
     user = xs.services.accounts.get_by_email(console.email)
     issued = xs.services.keys.create(
-        user.id, scopes=("read", "withdraw"), restrictions=xs.services.keys.build_restrictions(ips=["127.0.0.1/32"])
+        user.id,
+        scopes=("read", "withdraw"),
+        restrictions=xs.services.keys.build_restrictions(ips=["127.0.0.1/32"]),
+        step_up=StepUp.operator(),
     )
     key, secret = issued.info.api_key, issued.secret
     r = signed_request("POST", xs.url, "/sapi/v1/capital/withdraw/apply", key, secret,

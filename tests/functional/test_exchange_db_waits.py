@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from kptest.clients import hmac_sign, now_ms
 from kptest.exchange import ExchangeServer, exchange_server
 
@@ -34,7 +35,7 @@ def _trader(xs: ExchangeServer) -> tuple[int, str, str]:
     user = svc.accounts.create_user(f"wait-{now_ms()}-{threading.get_ident()}@example.com", "a long enough password")
     assert svc.exchange is not None
     svc.exchange.wallet.credit(user.id, xs.a("USDT"), "100000")
-    issued = svc.keys.create(user.id, scopes=("read", "trade"))
+    issued = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
     assert issued.secret is not None
     # One signed read first, so the key is cached and a request's own lookup adds no delay.
     assert _signed("GET", xs, "/api/v3/account", issued.info.api_key, issued.secret, {}).status_code == 200

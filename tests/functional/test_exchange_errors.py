@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
+from keyplane.accounts.stepup import StepUp
 from kptest.exchange import ExchangeServer, check_invariants, clear_books, exchange_server, signed_request
 
 ETH_ADDR = "0x" + "cd" * 20
@@ -32,7 +33,9 @@ def _account(xs, scopes=("read", "trade"), **restrictions):
     user = svc.accounts.create_user(f"e{secrets.token_hex(6)}@example.com", "correct horse battery staple")
     svc.exchange.wallet.credit(user.id, "USDT", "1000")
     svc.exchange.wallet.credit(user.id, "BTC", "1")
-    issued = svc.keys.create(user.id, scopes=scopes, restrictions=svc.keys.build_restrictions(**restrictions))
+    issued = svc.keys.create(
+        user.id, scopes=scopes, restrictions=svc.keys.build_restrictions(**restrictions), step_up=StepUp.operator()
+    )
     return user, issued.info.api_key, issued.secret
 
 

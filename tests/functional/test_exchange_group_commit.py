@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import text
 
+from keyplane.accounts.stepup import StepUp
 from kptest.exchange import ExchangeServer, check_invariants, clear_books, exchange_server, signed_request
 
 THREADS = 16
@@ -26,7 +27,7 @@ def _account(xs, usdt: str) -> tuple[int, str, str]:
     svc = xs.services
     user = svc.accounts.create_user(f"g{secrets.token_hex(6)}@example.com", "correct horse battery staple")
     svc.exchange.wallet.credit(user.id, "USDT", usdt)
-    issued = svc.keys.create(user.id, scopes=("read", "trade"))
+    issued = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
     return user.id, issued.info.api_key, issued.secret
 
 

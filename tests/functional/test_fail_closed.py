@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.api.app import create_app
 from keyplane.services import build_services
 from kptest.backends import postgres_database
@@ -37,8 +38,8 @@ def test_database_outage_fails_closed(proxied_db, make_settings, master_keys):
     )
     services = build_services(settings)
     user = services.accounts.create_user("outage@example.com", "a long enough password")
-    known = services.keys.create(user.id)
-    fresh = services.keys.create(user.id)
+    known = services.keys.create(user.id, step_up=StepUp.operator())
+    fresh = services.keys.create(user.id, step_up=StepUp.operator())
     srv = start_in_thread(create_app(settings, services))
     try:
         assert signed_get(srv.url, "/api/v3/account", known.info.api_key, known.secret).status_code == 200
@@ -83,7 +84,7 @@ def test_a_silent_database_fails_requests_closed_quickly_and_applies_nothing_lat
     user = services.accounts.create_user("silent@example.com", "a long enough password")
     assert services.exchange is not None
     services.exchange.wallet.credit(user.id, "USDT", "100000")
-    issued = services.keys.create(user.id, scopes=("read", "trade"))
+    issued = services.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
     srv = start_in_thread(create_app(settings, services))
     order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "100",
              "quantity": "1", "recvWindow": 60000}  # fmt: skip

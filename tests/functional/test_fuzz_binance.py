@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from keyplane.accounts.stepup import StepUp
 from kptest.clients import ed25519_keypair, ed25519_sign, hmac_sign, now_ms
 from kptest.exchange import ExchangeServer, clear_books, exchange_server
 
@@ -104,9 +105,11 @@ def keys(xs) -> list[dict[str, Any]]:
     svc.exchange.wallet.credit(user.id, "ETH", "10")
     scopes = ("read", "trade", "withdraw")
     restrictions = svc.keys.build_restrictions(ips=["127.0.0.1/32"])
-    hmac_key = svc.keys.create(user.id, scopes=scopes, restrictions=restrictions)
+    hmac_key = svc.keys.create(user.id, scopes=scopes, restrictions=restrictions, step_up=StepUp.operator())
     priv, pub = ed25519_keypair()
-    ed_key = svc.keys.create(user.id, scopes=scopes, restrictions=restrictions, key_type="ed25519", public_key=pub)
+    ed_key = svc.keys.create(
+        user.id, scopes=scopes, restrictions=restrictions, key_type="ed25519", public_key=pub, step_up=StepUp.operator()
+    )
     return [
         {"api_key": hmac_key.info.api_key, "sign": lambda p, s=hmac_key.secret: hmac_sign(s, p)},
         {"api_key": ed_key.info.api_key, "sign": lambda p, k=priv: ed25519_sign(k, p)},

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from keyplane.accounts.stepup import StepUp
 from kptest.console import ConsoleClient
 from kptest.exchange import ExchangeServer, exchange_server, signed_request
 
@@ -27,7 +28,10 @@ def trader(xs):
     user = svc.accounts.create_user("edges@example.com", "correct horse battery staple")
     svc.exchange.wallet.credit(user.id, "USDT", "1000")
     issued = svc.keys.create(
-        user.id, scopes=("read", "trade", "withdraw"), restrictions=svc.keys.build_restrictions(ips=["127.0.0.1"])
+        user.id,
+        scopes=("read", "trade", "withdraw"),
+        restrictions=svc.keys.build_restrictions(ips=["127.0.0.1"]),
+        step_up=StepUp.operator(),
     )
     return issued.info.api_key, issued.secret
 

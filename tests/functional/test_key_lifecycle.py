@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.keys.errors import KeyStateError, StepUpRequired, WithdrawNeedsIpAllowlist
 from kptest.clients import ed25519_keypair, ed25519_sign, now_ms, signed_get
 
@@ -18,7 +19,7 @@ def _status(server, issued_key: str, secret: str) -> int:
 def test_rotate_keeps_the_old_secret_for_the_grace_period(server, services, make_key):
     issued = make_key()
     old = issued.secret
-    rotated = services.keys.rotate(issued.info.api_key, grace=dt.timedelta(seconds=2))
+    rotated = services.keys.rotate(issued.info.api_key, grace=dt.timedelta(seconds=2), step_up=StepUp.operator())
     assert rotated.secret and rotated.secret != old
     assert rotated.info.api_key == issued.info.api_key
     assert _status(server, issued.info.api_key, rotated.secret) == 200
@@ -30,7 +31,7 @@ def test_rotate_keeps_the_old_secret_for_the_grace_period(server, services, make
 
 def test_rotate_without_grace_ends_the_old_secret_at_once(server, services, make_key):
     issued = make_key()
-    rotated = services.keys.rotate(issued.info.api_key, grace=dt.timedelta(0))
+    rotated = services.keys.rotate(issued.info.api_key, grace=dt.timedelta(0), step_up=StepUp.operator())
     assert _status(server, issued.info.api_key, issued.secret) == 401
     assert _status(server, issued.info.api_key, rotated.secret) == 200
 
@@ -39,9 +40,11 @@ def test_rotate_ed25519_takes_a_new_public_key(server, services, make_key):
     priv1, pub1 = ed25519_keypair()
     priv2, pub2 = ed25519_keypair()
     issued = make_key(key_type="ed25519", public_key=pub1)
-    with pytest.raises(Exception, match="needs the new public key"):
-        services.keys.rotate(issued.info.api_key, grace=dt.timedelta(hours=1))
-    rotated = services.keys.rotate(issued.info.api_key, grace=dt.timedelta(0), public_key=pub2)
+    with pytest.raises(Exception, match="new Ed25519 public key"):
+        services.keys.rotate(issued.info.api_key, grace=dt.timedelta(hours=1), step_up=StepUp.operator())
+    rotated = services.keys.rotate(
+        issued.info.api_key, grace=dt.timedelta(0), public_key=pub2, step_up=StepUp.operator()
+    )
     assert rotated.secret is None
     import httpx
 
@@ -72,9 +75,9 @@ def test_revocation_is_final(services, make_key):
     issued = make_key()
     services.keys.revoke(issued.info.api_key)
     with pytest.raises(KeyStateError):
-        services.keys.enable(issued.info.api_key, step_up=True)
+        services.keys.enable(issued.info.api_key, step_up=StepUp.operator())
     with pytest.raises(KeyStateError):
-        services.keys.rotate(issued.info.api_key, grace=dt.timedelta(0))
+        services.keys.rotate(issued.info.api_key, grace=dt.timedelta(0), step_up=StepUp.operator())
 
 
 def test_widening_needs_step_up_and_narrowing_does_not(services, make_key):
@@ -91,20 +94,20 @@ def test_widening_needs_step_up_and_narrowing_does_not(services, make_key):
     ):
         with pytest.raises(StepUpRequired):
             services.keys.update(key, **change)
-    widened = services.keys.update(key, scopes=["read", "trade"], step_up=True)
+    widened = services.keys.update(key, scopes=["read", "trade"], step_up=StepUp.operator())
     assert {s.value for s in widened.scopes} == {"read", "trade"}
 
 
 def test_withdraw_needs_an_ip_allowlist(services, make_user, make_key):
     with pytest.raises(WithdrawNeedsIpAllowlist):
-        services.keys.create(make_user().id, scopes=("read", "withdraw"))
+        services.keys.create(make_user().id, scopes=("read", "withdraw"), step_up=StepUp.operator())
     issued = make_key(scopes=("read", "withdraw"), ips=["127.0.0.1"])
     with pytest.raises(WithdrawNeedsIpAllowlist):
-        services.keys.update(issued.info.api_key, ips=[], step_up=True)
+        services.keys.update(issued.info.api_key, ips=[], step_up=StepUp.operator())
 
 
 def test_new_keys_are_read_only_by_default(services, make_user):
-    issued = services.keys.create(make_user().id)
+    issued = services.keys.create(make_user().id, step_up=StepUp.operator())
     assert {s.value for s in issued.info.scopes} == {"read"}
 
 
@@ -132,7 +135,7 @@ def test_idle_expiry_for_unrestricted_trading_keys(services, make_key):
     assert not bound.info.idle_expiry_applies and bound.info.expires_at is None
     assert not reader.info.idle_expiry_applies
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=days, hours=1)
-    result = services.keys.sweep(now=later)
+    result = services.keys.records.sweep(now=later)
     assert result["expired"] >= 1
     assert services.keys.get(loose.info.api_key).status == "expired"
     assert services.keys.get(bound.info.api_key).status == "active"
@@ -146,9 +149,9 @@ def test_expired_key_is_rejected_by_the_pipeline_before_any_sweep(services, make
     from keyplane.auth.pipeline import Authenticator
 
     issued = make_key(scopes=("read", "trade"))
-    record = services.keys.load_record(issued.info.api_key)
+    record = services.keys.records.load(issued.info.api_key)
     assert record is not None
-    auth = Authenticator(services.settings, KeyCache(services.keys.load_record))
+    auth = Authenticator(services.settings, KeyCache(services.keys.records.load))
     auth.check_key_state(record, time.time())
     with pytest.raises(KeyExpired, match="idle days"):
         auth.check_key_state(record, time.time() + services.settings.idle_expiry_days * 86400 + 60)
@@ -163,8 +166,8 @@ def test_audit_events_for_every_change(services, make_key):
     key = issued.info.api_key
     services.keys.update(key, label="bot")
     services.keys.disable(key)
-    services.keys.enable(key, step_up=True)
-    services.keys.rotate(key, grace=dt.timedelta(0))
+    services.keys.enable(key, step_up=StepUp.operator())
+    services.keys.rotate(key, grace=dt.timedelta(0), step_up=StepUp.operator())
     services.keys.revoke(key)
     with services.db.read() as s:
         types = list(

@@ -9,6 +9,8 @@ import inspect
 import pytest
 from sqlalchemy import select, update
 
+from conftest import key_maker
+from keyplane.accounts.stepup import StepUp
 from keyplane.audit.events import EventType
 from keyplane.audit.models import AuditEvent
 from keyplane.keys import leaks
@@ -49,32 +51,34 @@ def test_withdraw_with_an_allowlist_of_the_whole_internet_is_refused(services, m
     user = make_user()
     restrictions = services.keys.build_restrictions(ips=EVERYWHERE)
     with pytest.raises(WithdrawNeedsIpAllowlist, match=r"0\.0\.0\.0/0, ::/0 are broader than /24 \(IPv4\) or /48"):
-        services.keys.create(user.id, scopes=("read", "withdraw"), restrictions=restrictions)
+        services.keys.create(user.id, scopes=("read", "withdraw"), restrictions=restrictions, step_up=StepUp.operator())
     with pytest.raises(WithdrawNeedsIpAllowlist, match=r"10\.0\.0\.0/8 is broader"):
         services.keys.create(
             user.id,
             scopes=("read", "withdraw"),
             restrictions=services.keys.build_restrictions(ips=["203.0.113.7", "10.0.0.0/8"]),
+            step_up=StepUp.operator(),
         )
     # A /24 and a /48 bind; the key may withdraw.
     ok = make_key(user=user, scopes=("read", "withdraw"), ips=["203.0.113.0/24", "2001:db8::/48"])
     assert not ok.info.idle_expiry_applies
     # Broadening a withdraw key's allowlist is refused even with a fresh 2FA check.
     with pytest.raises(WithdrawNeedsIpAllowlist, match="broader than"):
-        services.keys.update(ok.info.api_key, ips=EVERYWHERE, step_up=True)
+        services.keys.update(ok.info.api_key, ips=EVERYWHERE, step_up=StepUp.operator())
     # Adding withdraw to a key whose allowlist does not bind it is refused too.
     trade = make_key(user=user, scopes=("read", "trade"), ips=EVERYWHERE)
     with pytest.raises(WithdrawNeedsIpAllowlist):
-        services.keys.update(trade.info.api_key, scopes=["read", "trade", "withdraw"], step_up=True)
+        services.keys.update(trade.info.api_key, scopes=["read", "trade", "withdraw"], step_up=StepUp.operator())
 
 
-def test_a_key_open_to_the_whole_internet_expires_when_idle(services, make_key):
+def test_a_key_open_to_the_whole_internet_expires_when_idle(own_services):
+    services, make_key = own_services, key_maker(own_services)  # the sweep acts on every key
     loose = make_key(scopes=("read", "trade"), ips=EVERYWHERE)
     assert loose.info.idle_expiry_applies and loose.info.expires_at is not None
-    record = services.keys.load_record(loose.info.api_key)
+    record = services.keys.records.load(loose.info.api_key)
     assert record is not None and record.idle_s == services.settings.idle_expiry_days * 86400
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=services.settings.idle_expiry_days, hours=1)
-    services.keys.sweep(now=later)
+    services.keys.records.sweep(now=later)
     assert services.keys.get(loose.info.api_key).status == "expired"
 
 
@@ -85,7 +89,7 @@ def test_a_stored_withdraw_key_without_a_binding_cannot_withdraw(server, service
     key = issued.info.api_key
     with services.db.transaction() as s:
         s.execute(update(ApiKey).where(ApiKey.public_id == key).values(ip_allowlist="0.0.0.0/0,::/0"))
-    record = services.keys.load_record(key)
+    record = services.keys.records.load(key)
     assert record is not None
     assert Scope.WITHDRAW not in record.scopes and record.withheld_scopes == {Scope.WITHDRAW}
     assert record.idle_s is not None
@@ -101,42 +105,44 @@ def test_a_stored_withdraw_key_without_a_binding_cannot_withdraw(server, service
 
 
 @pytest.mark.parametrize("swept", [True, False], ids=["after-the-sweep", "before-the-sweep"])
-def test_no_change_revives_an_idle_expired_key(services, make_key, swept):
+def test_no_change_revives_an_idle_expired_key(own_services, swept):
+    services, make_key = own_services, key_maker(own_services)  # the sweep acts on every key
     issued = _idle_expired(services, make_key)
     key = issued.info.api_key
     if swept:
-        services.keys.sweep()
+        services.keys.records.sweep()
         assert services.keys.get(key).status == "expired"
     assert services.keys.get(key).effective_status == "expired"
     # Adding an allowlist is a narrowing for a live key, but it would lift the idle expiry.
     with pytest.raises(KeyStateError, match="stays expired"):
         services.keys.update(key, ips=["203.0.113.7"])
     with pytest.raises(KeyStateError, match="stays expired"):
-        services.keys.update(key, ips=["203.0.113.7"], expires_at=None, step_up=True)
+        services.keys.update(key, ips=["203.0.113.7"], expires_at=None, step_up=StepUp.operator())
     with pytest.raises(KeyStateError, match="stays expired"):
-        services.keys.enable(key, step_up=True)
+        services.keys.enable(key, step_up=StepUp.operator())
     with pytest.raises(KeyStateError, match="stays expired"):
-        services.keys.rotate(key, grace=dt.timedelta(0))
+        services.keys.rotate(key, grace=dt.timedelta(0), step_up=StepUp.operator())
     services.keys.disable(key)
     with pytest.raises(KeyStateError, match="stays expired"):
-        services.keys.enable(key, step_up=True)
+        services.keys.enable(key, step_up=StepUp.operator())
     info = services.keys.get(key)
     assert info.effective_status in ("expired", "disabled") and info.restrictions.ip_allowlist == ()
     if swept:
         assert info.status == "expired"  # disabling an expired key leaves it expired
-    assert services.keys.load_record(key).restrictions.ip_allowlist == ()
+    assert services.keys.records.load(key).restrictions.ip_allowlist == ()
 
 
-def test_an_explicit_expiry_that_passed_cannot_be_extended(services, make_key):
+def test_an_explicit_expiry_that_passed_cannot_be_extended(own_services):
+    services, make_key = own_services, key_maker(own_services)  # the sweep acts on every key
     issued = make_key(expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     key = issued.info.api_key
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     with pytest.raises(KeyStateError, match="stays expired"):
-        services.keys.update(key, expires_at=later + dt.timedelta(days=30), step_up=True, now=later)
-    services.keys.sweep(now=later)
+        services.keys.update(key, expires_at=later + dt.timedelta(days=30), step_up=StepUp.operator(), now=later)
+    services.keys.records.sweep(now=later)
     assert services.keys.get(key).status == "expired"
     with pytest.raises(KeyStateError, match="stays expired"):
-        services.keys.update(key, expires_at=None, step_up=True)
+        services.keys.update(key, expires_at=None, step_up=StepUp.operator())
 
 
 def test_a_disabled_key_is_widened_only_with_a_step_up(services, make_key):
@@ -146,7 +152,7 @@ def test_a_disabled_key_is_widened_only_with_a_step_up(services, make_key):
     for change in ({"scopes": ["read", "trade"]}, {"ips": []}, {"ips": ["203.0.113.0/24"]}):
         with pytest.raises(StepUpRequired):
             services.keys.update(key, **change)
-    assert services.keys.update(key, scopes=["read", "trade"], step_up=True).status == "disabled"
+    assert services.keys.update(key, scopes=["read", "trade"], step_up=StepUp.operator()).status == "disabled"
 
 
 def test_enable_has_no_default_step_up(services, make_key):
@@ -154,8 +160,8 @@ def test_enable_has_no_default_step_up(services, make_key):
     issued = make_key()
     services.keys.disable(issued.info.api_key)
     with pytest.raises(StepUpRequired):
-        services.keys.enable(issued.info.api_key, step_up=False)
-    assert services.keys.enable(issued.info.api_key, step_up=True).status == "active"
+        services.keys.enable(issued.info.api_key, step_up=None)
+    assert services.keys.enable(issued.info.api_key, step_up=StepUp.operator()).status == "active"
 
 
 # -- item: a leaked key is revoked together with its evidence -------------------------------------

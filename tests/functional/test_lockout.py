@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from keyplane.accounts.stepup import StepUp
 from kptest.clients import signed_get
 from kptest.native import native_request, own_server, unique_prefix
 
@@ -25,7 +26,7 @@ def test_repeated_failures_lock_the_ip_not_the_owner(make_settings):
         redis_prefix=unique_prefix(),
     ) as (srv, svc):
         owner = svc.accounts.create_user(f"lock-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id)
+        k = svc.keys.create(owner.id, step_up=StepUp.operator())
         for _ in range(5):  # wrong secret: a guessing signal
             resp = signed_get(srv.url, "/api/v3/account", k.info.api_key, "wrong" * 10, headers=ATTACKER)
             assert resp.json()["reason"] == "signature_invalid"
@@ -55,7 +56,7 @@ def test_clock_errors_and_scope_misses_do_not_count(make_settings):
         make_settings, trusted_proxies="127.0.0.1/32", lockout_failures=3, redis_prefix=unique_prefix()
     ) as (srv, svc):
         owner = svc.accounts.create_user(f"lock2-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id)
+        k = svc.keys.create(owner.id, step_up=StepUp.operator())
         for _ in range(6):
             resp = signed_get(srv.url, "/api/v3/account", k.info.api_key, k.secret, timestamp=1, headers=ATTACKER)
             assert resp.json()["reason"] == "timestamp_outside_window"
@@ -75,7 +76,7 @@ def test_auth_failures_reach_the_audit_log_throttled(make_settings):
     flood_ip = "203.0.113.77"
     with own_server(make_settings, trusted_proxies="127.0.0.1/32", redis_prefix=unique_prefix()) as (srv, svc):
         owner = svc.accounts.create_user(f"aud-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id)
+        k = svc.keys.create(owner.id, step_up=StepUp.operator())
         for _ in range(40):
             resp = signed_get(
                 srv.url, "/api/v3/account", k.info.api_key, "wrong" * 10, headers={"X-Forwarded-For": flood_ip}

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.auth.broadcast import subscriber_name
 from keyplane.client.httpsig import sign_request
 from keyplane.settings import Settings
@@ -88,7 +89,7 @@ def test_a_change_through_node_a_is_refused_by_node_b_within_1s(two_nodes, servi
     console = ConsoleClient(a.url).ready()
     try:
         user_id = services.keys.user_id_for_email(console.email)
-        issued = services.keys.create(user_id)
+        issued = services.keys.create(user_id, step_up=StepUp.operator())
         key, secret = issued.info.api_key, issued.secret
         for node in (a, b):  # both nodes now hold the key in their caches
             assert signed_get(node.url, "/sapi/v1/account/apiRestrictions", key, secret).status_code == 200
@@ -125,7 +126,7 @@ def test_without_the_broadcast_the_poller_still_bounds_revocation(tmp_path, kp_b
     try:
         console = ConsoleClient(a.url).ready()
         user_id = services.keys.user_id_for_email(console.email)
-        issued = services.keys.create(user_id)
+        issued = services.keys.create(user_id, step_up=StepUp.operator())
         key, secret = issued.info.api_key, issued.secret
         assert signed_get(b.url, "/api/v3/account", key, secret).status_code == 200
         r = redis.Redis.from_url(kp_backend.redis_url or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from keyplane.accounts.stepup import StepUp
 from kptest.clients import signed_get
 from kptest.native import native_request, own_server, unique_prefix
 
@@ -11,7 +12,7 @@ from kptest.native import native_request, own_server, unique_prefix
 def test_binance_key_limit_answers_429_with_retry_after_and_used_weight(make_settings):
     with own_server(make_settings, rate_limit_per_key="5/minute") as (srv, svc):
         owner = svc.accounts.create_user(f"rl-{srv.url[-5:]}-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id)
+        k = svc.keys.create(owner.id, step_up=StepUp.operator())
         used = []
         for _ in range(5):
             resp = signed_get(srv.url, "/api/v3/account", k.info.api_key, k.secret)
@@ -24,14 +25,14 @@ def test_binance_key_limit_answers_429_with_retry_after_and_used_weight(make_set
         assert 1 <= int(resp.headers["Retry-After"]) <= 60
         assert int(resp.headers["X-MBX-USED-WEIGHT-1M"]) == 6
         # Another key of the same user, same IP, is not limited by this key's limit.
-        k2 = svc.keys.create(owner.id)
+        k2 = svc.keys.create(owner.id, step_up=StepUp.operator())
         assert signed_get(srv.url, "/api/v3/account", k2.info.api_key, k2.secret).status_code == 200
 
 
 def test_native_limit_uses_ratelimit_headers(make_settings):
     with own_server(make_settings, rate_limit_per_key="3/minute") as (srv, svc):
         owner = svc.accounts.create_user(f"rln-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id)
+        k = svc.keys.create(owner.id, step_up=StepUp.operator())
         remaining = []
         for _ in range(3):
             resp = native_request(srv.url, "/v1/keys/self", k.info.api_key, secret=k.secret)
@@ -51,7 +52,7 @@ def test_route_weight_is_the_cost(make_settings):
     """A heavier route uses more of the limit (weights come from @signed(weight=...))."""
     with own_server(make_settings, rate_limit_per_key="100/minute") as (srv, svc):
         owner = svc.accounts.create_user(f"rlw-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id)
+        k = svc.keys.create(owner.id, step_up=StepUp.operator())
         table = srv.server.config.app  # the FastAPI app
         weights = {}
         from keyplane.auth.routes import RouteTable
@@ -74,7 +75,7 @@ def test_ip_limit_spans_keys_and_public_routes_are_ip_limited(make_settings):
         make_settings, rate_limit_per_ip="4/minute", rate_limit_public_per_ip="3/minute", redis_prefix=unique_prefix()
     ) as (srv, svc):
         owner = svc.accounts.create_user(f"rli-{id(svc)}@example.com", "a long enough password")
-        keys = [svc.keys.create(owner.id) for _ in range(5)]
+        keys = [svc.keys.create(owner.id, step_up=StepUp.operator()) for _ in range(5)]
         statuses = [signed_get(srv.url, "/api/v3/account", k.info.api_key, k.secret).status_code for k in keys]
         assert statuses == [200, 200, 200, 200, 429]
         public = [httpx.get(srv.url + "/api/v3/time") for _ in range(4)]

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlencode
 
 import httpx
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.client.httpsig import sign_request
 from kptest.clients import ed25519_keypair, ed25519_sign, hmac_sign, now_ms, signed_get
 
@@ -78,7 +79,7 @@ def test_redis_down_fails_closed(make_settings):
 
     with own_server(make_settings, redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.3) as (srv, svc):
         owner = svc.accounts.create_user(f"noredis-{id(svc)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id, scopes=("read", "trade"))
+        k = svc.keys.create(owner.id, scopes=("read", "trade"), step_up=StepUp.operator())
         resp = _order_test(srv.url, k.info.api_key, k.secret or "", now_ms())
         assert resp.status_code == 503, resp.text
         assert resp.json()["reason"] == "service_unavailable" and resp.json()["code"] == -1001
@@ -152,7 +153,7 @@ def test_scope_is_checked_before_the_rate_limit_and_the_replay_guard(make_settin
 
     with own_server(make_settings, rate_limit_per_key="3/minute", redis_prefix=unique_prefix()) as (srv, svc):
         owner = svc.accounts.create_user(f"scope-{secrets.token_hex(4)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id, scopes=("read",))
+        k = svc.keys.create(owner.id, scopes=("read",), step_up=StepUp.operator())
         ts = now_ms()
         for _ in range(5):  # the same signed order, more times than the limit allows requests
             resp = _order_test(srv.url, k.info.api_key, k.secret, ts)

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.services import build_services
 from keyplane.settings import Settings
 from kptest.backends import Backend
@@ -44,7 +45,7 @@ def _key(env: dict[str, str]) -> tuple[str, str]:
     svc = build_services(settings)
     try:
         owner = svc.accounts.create_user(f"restart-{secrets.token_hex(4)}@example.com", "a long enough password")
-        k = svc.keys.create(owner.id, scopes=("read", "trade"))
+        k = svc.keys.create(owner.id, scopes=("read", "trade"), step_up=StepUp.operator())
         return k.info.api_key, k.secret
     finally:
         svc.close()

@@ -86,3 +86,26 @@ def test_a_leaked_secret_alone_identifies_and_revokes_its_key(server, env, make_
             )
         ).scalar_one()
     assert "<stdin>:1" in leaked and issued.secret not in leaked
+
+
+def test_a_key_revoked_already_still_gets_its_leak_evidence(services, make_key):
+    """A leak report for a key someone revoked meanwhile still records where it leaked: that is
+    what its owner reads to learn where the credential went. Nothing is revoked twice."""
+    from sqlalchemy import select
+
+    from keyplane.audit.models import AuditEvent
+    from keyplane.keys import format as keyformat
+    from keyplane.keys import leaks
+
+    issued = make_key()
+    services.keys.revoke(issued.info.api_key)
+    found = [(keyformat.Credential("api_key", issued.info.api_key), "pastebin.txt:3")]
+    matched = leaks.match(services.keys, found)
+    assert [m.status for m in matched] == ["revoked"]
+    assert leaks.revoke(services.keys, matched) == []  # this call revoked nothing
+    with services.db.read() as s:
+        events = s.execute(
+            select(AuditEvent.event_type, AuditEvent.data).where(AuditEvent.key_id == issued.info.api_key)
+        ).all()
+    assert [e for e, _ in events].count("key:api_key:revoked") == 1
+    assert [json.loads(d)["where"] for e, d in events if e == "key:api_key:leaked"] == ["pastebin.txt:3"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keyplane.accounts.stepup import StepUp
 from kptest.backends import Backend
 from kptest.exchange import ExchangeServer
 
@@ -30,14 +31,16 @@ def account(xs: ExchangeServer, scopes: tuple[str, ...] = ("read",), **credit: s
     for asset, amount in credit.items():
         assert svc.exchange is not None
         svc.exchange.wallet.credit(user.id, asset, amount)
-    issued = svc.keys.create(user.id, scopes=scopes)
+    issued = svc.keys.create(user.id, scopes=scopes, step_up=StepUp.operator())
     assert issued.secret is not None
     return Account(user, issued.info.api_key, issued.secret)
 
 
 def new_key(xs: ExchangeServer, acct: Account, scopes: tuple[str, ...], **restrictions: Any) -> Account:
     svc = xs.services
-    issued = svc.keys.create(acct.user.id, scopes=scopes, restrictions=svc.keys.build_restrictions(**restrictions))
+    issued = svc.keys.create(
+        acct.user.id, scopes=scopes, restrictions=svc.keys.build_restrictions(**restrictions), step_up=StepUp.operator()
+    )
     assert issued.secret is not None
     return Account(acct.user, issued.info.api_key, issued.secret)
 

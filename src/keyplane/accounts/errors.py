@@ -10,6 +10,8 @@ AccountError (KeyplaneError)
 │   └── SessionExpired       the session passed its idle or absolute limit
 ├── CsrfFailed               a state-changing request without the session's CSRF token
 ├── SignedKeyRefused         an API-key-signed request to an account endpoint
+├── StepUpRequired           a widening without a fresh StepUp proof of the same user (the one
+│                            owner of ``step_up_required``; keys/ and exchange/ raise it too)
 └── TwoFactorError
     ├── TotpInvalid          a wrong, malformed or reused code
     ├── TwoFactorRequired    the operation needs 2FA enrolled first
@@ -17,6 +19,8 @@ AccountError (KeyplaneError)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from keyplane.errors import Conflict, InvalidInput, KeyplaneError
 
@@ -99,6 +103,20 @@ class SignedKeyRefused(AccountError):
 
     def __init__(self) -> None:
         super().__init__("account management needs a console session; an API key can never manage keys")
+
+
+class StepUpRequired(AccountError):
+    """The change widens what a key or the account can do, and it came without a fresh StepUp
+    proof of the account's owner (accounts/stepup.py). ``reasons`` say what widens."""
+
+    code = "step_up_required"
+    status = 403
+
+    def __init__(self, reasons: Sequence[str] = (), message: str = "") -> None:
+        self.reasons = list(reasons)
+        because = " because it " + "; ".join(self.reasons) if self.reasons else ""
+        super().__init__(message or "this change needs a fresh TOTP code" + because)
+        self.field: str | None = None
 
 
 class TwoFactorError(AccountError):

@@ -1,5 +1,6 @@
-"""Sign-up, log-in (password, then a TOTP or recovery code once 2FA is on), log-out, step-up
-checks and the account's activity: what the console and ``/v1/account`` call.
+"""Sign-up, log-in (password, then a TOTP or recovery code once 2FA is on), log-out and step-up
+checks: what the console and ``/v1/account`` call. (The account's activity, which spans its keys,
+is keys/activity.py: accounts sits below keys.)
 
 Login attempts are throttled per email and per client IP; only failures count. A wrong email and a
 wrong password give the same message and cost the same argon2 time.
@@ -7,25 +8,20 @@ wrong password give the same message and cost the same argon2 time.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
-
-from sqlalchemy import or_, select
 
 from keyplane.accounts.errors import InvalidCredentials, LoginRequired, TotpInvalid, TwoFactorRequired
 from keyplane.accounts.events import AccountEvent
 from keyplane.accounts.passwords import burn_dummy_verify, hash_password, needs_rehash, verify_password
 from keyplane.accounts.service import AccountService, UserInfo
 from keyplane.accounts.sessions import SessionInfo, SessionService
+from keyplane.accounts.stepup import StepUp
 from keyplane.accounts.throttle import AttemptThrottle
 from keyplane.accounts.twofactor import TwoFactorService
-from keyplane.audit.models import AuditEvent
 from keyplane.audit.service import record as audit
 from keyplane.db import Database
-from keyplane.keys.master import MasterKeys
-from keyplane.keys.models import ApiKey
+from keyplane.masterkeys import MasterKeys
 from keyplane.parsing import bad_character
 from keyplane.settings import Settings
 
@@ -38,28 +34,6 @@ class LoginResult:
 
     def __repr__(self) -> str:
         return f"LoginResult(user_id={self.user.id}, needs_code={self.needs_code})"
-
-
-@dataclass(frozen=True, slots=True)
-class ActivityEvent:
-    seq: int
-    created_at: dt.datetime
-    event_type: str
-    actor: str
-    key_id: str | None
-    ip: str | None
-    data: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "created_at": self.created_at.isoformat(),
-            "type": self.event_type,
-            "actor": self.actor,
-            "api_key": self.key_id,
-            "ip": self.ip,
-            "data": self.data,
-        }
 
 
 class Identity:
@@ -104,9 +78,9 @@ class Identity:
         info = self.sessions.load(token)
         if info.full:
             return token
-        used = self.twofactor.verify(info.user_id, code, ip=ip, allow_recovery=True)
+        proof = self.twofactor.verify(info.user_id, code, ip=ip, allow_recovery=True)
         new_token = self.sessions.promote(token, ip=ip, user_agent=user_agent)
-        self._record(AccountEvent.LOGIN_SUCCEEDED, info.user_id, ip, {"second_factor": used})
+        self._record(AccountEvent.LOGIN_SUCCEEDED, info.user_id, ip, {"second_factor": proof.how})
         return new_token
 
     def logout(self, token: str, *, ip: str | None) -> None:
@@ -120,8 +94,9 @@ class Identity:
     def session(self, token: str | None) -> SessionInfo:
         return self.sessions.load(token)
 
-    def verify_step_up(self, user_id: int, code: str, *, ip: str | None) -> None:
-        """A fresh TOTP code for a change that widens what the account's keys can do.
+    def verify_step_up(self, user_id: int, code: str, *, ip: str | None) -> StepUp:
+        """A fresh TOTP code (never a recovery code) for a change that widens what the account or
+        its keys can do. Returns the StepUp proof to hand to that change.
 
         Raises TwoFactorRequired (2FA not on), TotpInvalid (missing, wrong or reused) or Throttled.
         """
@@ -129,24 +104,15 @@ class Identity:
             if not self.twofactor.enabled(user_id):
                 raise TwoFactorRequired()
             raise TotpInvalid("enter the 6-digit code from your authenticator app")
-        self.twofactor.verify(user_id, code, ip=ip, allow_recovery=False)
+        return self.twofactor.verify(user_id, code, ip=ip, allow_recovery=False)
 
-    def activity(
-        self, user_id: int, *, limit: int = 200, before: int | None = None, key_id: str | None = None
-    ) -> list[ActivityEvent]:
-        """The account's audit events, newest first: its own events and any event on one of its keys."""
-        with self.db.read() as s:
-            key_ids = select(ApiKey.public_id).where(ApiKey.user_id == user_id).scalar_subquery()
-            stmt = select(AuditEvent).where(or_(AuditEvent.user_id == user_id, AuditEvent.key_id.in_(key_ids)))
-            if before is not None:
-                stmt = stmt.where(AuditEvent.seq < before)
-            if key_id is not None:
-                stmt = stmt.where(AuditEvent.key_id == key_id)
-            rows = s.execute(stmt.order_by(AuditEvent.seq.desc()).limit(max(1, min(limit, 500)))).scalars()
-            return [
-                ActivityEvent(e.seq, e.created_at, e.event_type, e.actor, e.key_id, e.ip, json.loads(e.data or "{}"))
-                for e in rows
-            ]
+    def new_recovery_codes(
+        self, user_id: int, code: str, *, ip: str | None, keep_session: str | None = None
+    ) -> list[str]:
+        """A new set of recovery codes behind a fresh TOTP code (the old set stops working). Every
+        session of the account but ``keep_session`` ends. Raises what TwoFactorService.verify raises."""
+        proof = self.twofactor.verify(user_id, code, ip=ip, allow_recovery=False)
+        return self.twofactor.regenerate_codes(user_id, proof, ip=ip, keep_session=keep_session)
 
     def _record(self, event: AccountEvent, user_id: int | None, ip: str | None, data: dict[str, Any]) -> None:
         with self.db.transaction() as s:

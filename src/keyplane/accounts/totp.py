@@ -9,7 +9,6 @@ could be reused.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import io
 import re
@@ -19,6 +18,8 @@ import time
 import pyotp
 import qrcode
 import qrcode.image.svg
+
+from keyplane.crypto.hmacsha256 import hmac_sha256
 
 DIGITS = 6
 INTERVAL_S = 30
@@ -119,7 +120,7 @@ def recovery_key(totp_secret: str) -> bytes:
     The TOTP secret is only stored encrypted under the master keyring, so a copy of the database
     alone cannot be used to brute-force the recovery-code hashes offline.
     """
-    return hmac.new(totp_secret.encode("ascii"), b"keyplane recovery codes v1", hashlib.sha256).digest()
+    return hmac_sha256(totp_secret.encode("ascii"), b"keyplane recovery codes v1")
 
 
 def recovery_code_hash(key: bytes, user_id: int, code: str) -> str:
@@ -128,4 +129,4 @@ def recovery_code_hash(key: bytes, user_id: int, code: str) -> str:
     The codes carry ~49 random bits, so a keyed fast hash is enough (no argon2 loop over ten hashes).
     """
     msg = f"{user_id}:{normalise_recovery_code(code)}".encode()
-    return base64.b32encode(hmac.new(key, msg, hashlib.sha256).digest()).decode("ascii").rstrip("=").lower()
+    return base64.b32encode(hmac_sha256(key, msg)).decode("ascii").rstrip("=").lower()

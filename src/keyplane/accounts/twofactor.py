@@ -1,5 +1,8 @@
 """TOTP enrolment, verification (login and step-up) and recovery codes.
 
+:meth:`TwoFactorService.verify` is the verifier: it returns a :class:`StepUp` proof
+(accounts/stepup.py), the only value a widening accepts; nothing else makes one from a code.
+
 The TOTP secret is encrypted under the master keyring with associated data ``totp:<user id>``, so
 a ciphertext moved to another account's row does not open. Verification locks the credential row,
 checks the code against the last accepted time step (no replay), and stores the new step in the same
@@ -19,6 +22,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -28,11 +32,12 @@ from keyplane.accounts.errors import AlreadyEnrolled, TotpInvalid, TwoFactorRequ
 from keyplane.accounts.events import AccountEvent
 from keyplane.accounts.models import RecoveryCode, TotpCredential, User
 from keyplane.accounts.sessions import end_sessions
+from keyplane.accounts.stepup import StepUp, require_step_up
 from keyplane.accounts.throttle import AttemptThrottle
 from keyplane.audit.service import record as audit
+from keyplane.crypto.secretbox import totp_secret_aad as _aad
 from keyplane.db import Database, utcnow
-from keyplane.keys.master import MasterKeys
-from keyplane.keys.secretbox import Keyring, SecretBoxError
+from keyplane.masterkeys import MasterKeys
 from keyplane.settings import Settings
 
 log = logging.getLogger("keyplane.accounts")
@@ -60,10 +65,6 @@ class TwoFactorStatus:
     recovery_codes_left: int
 
 
-def _aad(user_id: int) -> bytes:
-    return f"totp:{user_id}".encode()
-
-
 class TwoFactorService:
     def __init__(self, db: Database, settings: Settings, master: MasterKeys, throttle: AttemptThrottle) -> None:
         self.db = db
@@ -72,7 +73,7 @@ class TwoFactorService:
         self.throttle = throttle
 
     def _secret(self, row: TotpCredential) -> str:
-        return self.master.keyring.decrypt(row.secret_ciphertext, _aad(row.user_id)).decode("ascii")
+        return self.master.decrypt(row.secret_ciphertext, _aad(row.user_id)).decode("ascii")
 
     def status(self, user_id: int) -> TwoFactorStatus:
         with self.db.read() as s:
@@ -100,7 +101,7 @@ class TwoFactorService:
             row = s.get(TotpCredential, user_id, with_for_update=True)
             if row is not None and row.confirmed_at is not None:
                 raise AlreadyEnrolled()
-            ciphertext = self.master.keyring.encrypt(secret.encode("ascii"), _aad(user_id))
+            ciphertext = self.master.encrypt(s, secret.encode("ascii"), _aad(user_id))
             if row is None:
                 s.add(TotpCredential(user_id=user_id, secret_ciphertext=ciphertext, created_at=now))
             else:
@@ -173,16 +174,16 @@ class TwoFactorService:
         ip: str | None,
         allow_recovery: bool = True,
         now: dt.datetime | None = None,
-    ) -> str:
+    ) -> StepUp:
         """Check a fresh TOTP code (or, if allowed, a recovery code, which is burned).
 
-        Returns "totp" or "recovery". Raises TwoFactorRequired (not enrolled), TotpInvalid (wrong,
-        malformed or reused) or Throttled.
+        Returns the StepUp proof (``how`` is "totp" or "recovery"). Raises TwoFactorRequired (not
+        enrolled), TotpInvalid (wrong, malformed or reused) or Throttled.
         """
         now = now or utcnow()
         self.throttle.check(self.throttle.totp, str(user_id), ip, field="totp")
         failure = ""
-        used = "totp"
+        used: Literal["totp", "recovery"] = "totp"
         with self.db.transaction() as s:
             row = s.get(TotpCredential, user_id, with_for_update=True)
             if row is None or row.confirmed_at is None:
@@ -218,15 +219,16 @@ class TwoFactorService:
                     failure = str(e)
         if failure:
             self._failed(user_id, ip, failure, now)
-        return used
+        return StepUp._from_verified_code(user_id, used, now)
 
     def regenerate_codes(
-        self, user_id: int, code: str, *, ip: str | None, keep_session: str | None = None
+        self, user_id: int, step_up: StepUp | None, *, ip: str | None, keep_session: str | None = None
     ) -> list[str]:
-        """New recovery codes (the old ones stop working), behind a fresh TOTP code. Every session
-        of the account but ``keep_session`` ends."""
-        self.verify(user_id, code, ip=ip, allow_recovery=False)
+        """New recovery codes (the old ones stop working). Needs a fresh StepUp of ``user_id``
+        (raises StepUpRequired): a new set is a new way in. Every session of the account but
+        ``keep_session`` ends."""
         now = utcnow()
+        proof = require_step_up(step_up, user_id, reasons=["makes new recovery codes"], now=now)
         with self.db.transaction() as s:
             row = s.get(TotpCredential, user_id)
             if row is None:
@@ -239,27 +241,9 @@ class TwoFactorService:
                 actor=f"user:{user_id}",
                 ip=ip,
                 user_id=user_id,
-                data={"sessions_ended": ended},
+                data={"sessions_ended": ended, "step_up": proof.how},
             )
         return codes
-
-    def reencrypt(self, keyring: Keyring) -> int:
-        """Re-encrypt every TOTP secret under ``keyring``'s newest key (for a master-key rotation).
-
-        A row that does not open (tampered, or under a key no longer held) is left as it is and
-        logged by user id: it was already unusable, and it must not block the rotation for everyone.
-        """
-        count = 0
-        with self.db.transaction() as s:
-            for row in s.execute(select(TotpCredential).with_for_update()).scalars():
-                try:
-                    plain = self.master.keyring.decrypt(row.secret_ciphertext, _aad(row.user_id))
-                except SecretBoxError:
-                    log.warning("TOTP secret of user %s does not decrypt; left as it is", row.user_id)
-                    continue
-                row.secret_ciphertext = keyring.encrypt(plain, _aad(row.user_id))
-                count += 1
-        return count
 
     def _new_codes(self, s: Session, user_id: int, secret: str, now: dt.datetime) -> list[str]:
         s.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))

@@ -7,13 +7,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from keyplane import __version__
 from keyplane.api import binance, console, errors, native
+from keyplane.api.state import AppState
 from keyplane.audit.failures import FailureRecorder, flush_failures, flush_once
 from keyplane.auth.broadcast import KeyChangePublisher, SubscriberStatus, subscribe_changes
 from keyplane.auth.gates import MemoryGate, build_gate
@@ -23,6 +23,8 @@ from keyplane.auth.pipeline import Authenticator
 from keyplane.auth.replaylog import ReplayLog
 from keyplane.auth.routes import RouteTable
 from keyplane.errors import ServiceUnavailable
+from keyplane.keys import format as keyformat
+from keyplane.keys.manage import KeyManager
 from keyplane.services import Services, build_services
 from keyplane.settings import Settings, get_settings
 
@@ -34,7 +36,7 @@ _FAILURE_FLUSH_S = 1.0
 # Each domain's HTTP package exports ``install(app, services, state)``, called once while the app is
 # built and before the route table is read. ``state`` carries shared pieces: the key cache, the
 # authenticator, background task factories ("tasks") and closers.
-Installer = Callable[[FastAPI, Services, dict[str, Any]], None]
+Installer = Callable[[FastAPI, AppState], None]
 INSTALLERS: tuple[Installer, ...] = (binance.install, native.install, console.install)
 
 
@@ -82,42 +84,43 @@ class _HealthCheck:
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or get_settings()
     services = services or build_services(settings)
-    cache = KeyCache(services.keys.load_record, max_staleness_s=settings.key_cache_max_staleness_s)
+    cache = KeyCache(services.keys.records.load, max_staleness_s=settings.key_cache_max_staleness_s)
     usage = UsageRecorder()
     gate = build_gate(settings)
     # One node without Redis: its replay tokens must outlive a restart (auth/replaylog.py).
     replay_log = ReplayLog(settings.data_dir / "replay", gate) if isinstance(gate, MemoryGate) else None
-    failures = FailureRecorder(settings.audit_failure_window_s)
+    failures = FailureRecorder(settings.audit_failure_window_s, keep_key_id=keyformat.is_valid_api_key)
     authenticator = Authenticator(settings, cache, gate=gate, usage=usage, on_failure=failures)
     services.keys.listeners.append(cache.evict)
-    state: dict[str, Any] = {
-        "cache": cache,
-        "authenticator": authenticator,
-        "usage": usage,
-        "gate": gate,
-        "failures": failures,
-        "tasks": [lambda: flush_failures(failures, services.db, _FAILURE_FLUSH_S)],
-        "closers": [],
-    }
-    if settings.redis_url:
+    state = AppState(
+        services=services,
+        cache=cache,
+        authenticator=authenticator,
+        usage=usage,
+        gate=gate,
+        failures=failures,
+        key_manager=None if services.identity is None else KeyManager(services.keys, services.identity),
+        subscriber=SubscriberStatus() if settings.redis_url else None,
+        tasks=[lambda: flush_failures(failures, services.db, _FAILURE_FLUSH_S)],
+    )
+    if state.subscriber is not None:
         # Several nodes: tell the others which keys changed, and listen for their changes.
         publisher = KeyChangePublisher(settings)
         services.keys.listeners.append(publisher)
-        subscriber = SubscriberStatus()
-        state["subscriber"] = subscriber
-        state["tasks"].append(lambda: subscribe_changes(settings, cache, subscriber))
-        state["closers"].append(publisher.close)
+        subscriber = state.subscriber
+        state.tasks.append(lambda: subscribe_changes(settings, cache, subscriber))
+        state.closers.append(publisher.close)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if replay_log is not None:
             replay_log.open()
         tasks = [
-            asyncio.create_task(poll_changes(cache, services.keys.changed_since, settings.key_cache_poll_s)),
-            asyncio.create_task(flush_usage(usage, services.keys.record_usage, settings.last_used_flush_s)),
-            asyncio.create_task(_periodic(services.keys.sweep, _SWEEP_INTERVAL_S, "key expiry sweep")),
+            asyncio.create_task(poll_changes(cache, services.keys.records.changed_since, settings.key_cache_poll_s)),
+            asyncio.create_task(flush_usage(usage, services.keys.records.record_usage, settings.last_used_flush_s)),
+            asyncio.create_task(_periodic(services.keys.records.sweep, _SWEEP_INTERVAL_S, "key expiry sweep")),
         ]
-        tasks += [asyncio.create_task(factory()) for factory in state["tasks"]]
+        tasks += [asyncio.create_task(factory()) for factory in state.tasks]
         try:
             yield
         finally:
@@ -127,14 +130,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             batch = usage.drain()
             if batch:
                 with contextlib.suppress(Exception):
-                    services.keys.record_usage(batch)
+                    services.keys.records.record_usage(batch)
             with contextlib.suppress(Exception):
                 await flush_once(failures, services.db)
             with contextlib.suppress(Exception):
                 await gate.close()
             if replay_log is not None:
                 replay_log.close()
-            for closer in state.get("closers", []):
+            for closer in state.closers:
                 with contextlib.suppress(Exception):
                     closer()
 
@@ -144,12 +147,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         description="Exchange API keys: a Binance-compatible surface, a native /v1 API and a console.",
         lifespan=lifespan,
     )
-    app.state.services = services
     app.state.keyplane = state
     errors.install(app)
 
     health = _HealthCheck(services, settings.healthz_timeout_s)
-    state["closers"].append(health.close)
+    state.closers.append(health.close)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> JSONResponse:
@@ -159,7 +161,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return JSONResponse({"status": "ok", "version": __version__})
 
     for install in INSTALLERS:
-        install(app, services, state)
+        install(app, state)
 
     table = RouteTable.from_routes(app.routes)
     app.add_middleware(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from keyplane.api.state import app_state
 from keyplane.auth.errors import AuthUnavailable
 from keyplane.auth.pipeline import AuthContext
 from keyplane.services import Services
@@ -13,8 +14,7 @@ from keyplane.services import Services
 
 
 async def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
+    return app_state(request).services
 
 
 def signed_context(request: Request) -> AuthContext:

@@ -9,6 +9,11 @@ that count. A background task flushes every ``flush_s`` seconds in one transacti
 Each event records the reason, IP, route, method, the first and last time seen, and the count.
 The number of groups held is bounded; past it, failures are folded into one overflow group per
 reason, so memory stays bounded too.
+
+The audit log knows no domain: a failure is anything with a stable ``code`` (the auth pipeline's
+errors are), and whether a key id is safe to store is the caller's call (``keep_key_id``), so that
+a header which is not a well-formed key, perhaps a secret pasted into the wrong field, never
+reaches the log.
 """
 
 from __future__ import annotations
@@ -19,17 +24,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from keyplane.audit import service as audit
 from keyplane.audit.events import EventType
-from keyplane.auth.errors import AuthError
 from keyplane.db import Database
-from keyplane.keys import format as keyformat
 
 log = logging.getLogger("keyplane.audit")
 
 _MAX_GROUPS = 10_000
 _OVERFLOW_IP = "*"
+
+
+class Failure(Protocol):
+    """What the recorder needs of a rejection: its stable reason code."""
+
+    @property
+    def code(self) -> str: ...
+
+
+def _keep_no_key_id(_key_id: str) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -46,17 +61,24 @@ class _Group:
 
 
 class FailureRecorder:
-    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        *,
+        keep_key_id: Callable[[str], bool] = _keep_no_key_id,
+    ) -> None:
         self.window_s = window_s
         self._clock = clock
+        self._keep_key_id = keep_key_id
         self._groups: dict[tuple[str | None, str | None, str], _Group] = {}
         self._quiet: dict[tuple[str | None, str | None, str], float] = {}  # group -> end of its window
         self.dropped = 0  # failures folded into overflow groups
 
-    def __call__(self, error: AuthError, *, key_id: str | None, ip: str | None, route: str, method: str) -> None:
-        # Only a well-formed key id is stored: a header that fails its checksum may be anything,
-        # including a secret pasted into the wrong field.
-        safe_key = key_id if key_id and keyformat.is_valid_api_key(key_id) else None
+    def __call__(self, error: Failure, *, key_id: str | None, ip: str | None, route: str, method: str) -> None:
+        # Only a key id the caller vouches for is stored: a header that fails its checksum may be
+        # anything, including a secret pasted into the wrong field.
+        safe_key = key_id if key_id and self._keep_key_id(key_id) else None
         now = self._clock()
         gk = (safe_key, ip, error.code)
         group = self._groups.get(gk)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 
-from keyplane.errors import KeyplaneError
+from keyplane.errors import KeyplaneError, OutsideRecvWindow, ServiceUnavailable
 
 
 class AuthError(KeyplaneError):
@@ -112,10 +112,8 @@ class BodyTooLarge(AuthError):
     binance_code = -1100
 
 
-class TimestampOutsideWindow(AuthError):
-    code = "timestamp_outside_window"
-    status = 400
-    binance_code = -1021
+class TimestampOutsideWindow(OutsideRecvWindow, AuthError):
+    # The wire code, status and Binance code are OutsideRecvWindow's (listed first, so they win).
     counts_as_failure = False
 
 
@@ -147,10 +145,11 @@ class SymbolNotAllowed(AuthError):
     counts_as_failure = False
 
 
-class AuthUnavailable(AuthError):
-    code = "service_unavailable"
-    status = 503
-    binance_code = -1001
+class AuthUnavailable(ServiceUnavailable, AuthError):
+    """A dependency of verification is down: fail closed. The wire code, status and Binance code
+    are ServiceUnavailable's (listed first, so they win over AuthError's); being an AuthError too
+    lets the middleware render it like every other refusal."""
+
     counts_as_failure = False
 
 

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane.auth.clientip import IPNetwork, client_ip
 from keyplane.auth.errors import AuthError, BodyTooLarge
+from keyplane.auth.gates import Admission
 from keyplane.auth.pipeline import Authenticator
 from keyplane.auth.routes import RouteRule, RouteTable
 from keyplane.errors import KeyplaneError
@@ -168,10 +169,10 @@ class SignedRequestMiddleware:
         except ConnectionError:
             return
         scope.setdefault("state", {})["auth"] = ctx
+        adm = ctx.admission
+        reply = self._with_headers(send, adm, rule.dialect) if adm and adm.limit else send
         if not has_body:
-            await self.app(
-                scope, receive, self._with_headers(send, ctx) if ctx.admission and ctx.admission.limit else send
-            )
+            await self.app(scope, receive, reply)
             return
 
         sent = False
@@ -183,12 +184,9 @@ class SignedRequestMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, self._with_headers(send, ctx) if ctx.admission and ctx.admission.limit else send)
+        await self.app(scope, replay, reply)
 
-    def _with_headers(self, send: Send, ctx: Any) -> Send:
-        adm = ctx.admission
-        dialect = ctx.rule.dialect
-
+    def _with_headers(self, send: Send, adm: Admission, dialect: str) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))

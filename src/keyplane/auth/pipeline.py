@@ -1,6 +1,6 @@
 """The verification pipeline: every check a signed request passes, cheapest first.
 
-    IP lockout -> key header format/checksum -> parse -> key lookup (cache) -> status/expiry
+    IP lockout -> parse (the dialect) -> key header format/checksum -> key lookup (cache) -> status/expiry
     -> IP allowlist -> timestamp window (and the restart cut-off) -> signature -> scope -> symbol
     -> replay + rate limits (one gate call)
 
@@ -9,10 +9,11 @@ if a cheaper check already fails. Each rejection is an :class:`AuthError` subcla
 Scope comes before the gate, so a request the key may not make spends no rate-limit weight and
 leaves no replay token behind (its corrected retry is not answered "replayed").
 
-For the Binance dialect, :meth:`Authenticator.check_binance` is the one place the checks after the
-key lookup run. :meth:`Authenticator.authenticate_binance_cached` runs it without a coroutine when
-the key is cached and the gate answers from memory; :meth:`Authenticator.authenticate_binance` takes
-any request (a cache miss, a Redis gate). The ``check_*`` methods are what the other dialects use.
+Each dialect only parses (:meth:`Authenticator.read` -> one :class:`SignedRequest`);
+:meth:`Authenticator.check` is the one place the checks after the key lookup run, for every
+dialect. :meth:`Authenticator.authenticate_now` runs them without a coroutine when the key is
+cached and the gate answers from memory; :meth:`Authenticator.authenticate` takes any request (a
+cache miss, a Redis gate) and is the entry point the middleware calls.
 
 The replay token is the decoded signature's bytes, never its spelling. A token first seen on a
 state-changing request is accepted once; a read's token may be repeated on the same method and

@@ -12,14 +12,17 @@ recvWindow lasts. This module closes that gap without a write on the request pat
   before that moment plus the dialect's future tolerance (about 1 s), which covers everything the
   dead process could have accepted. Clients see a timestamp error and sign again.
 
-Each server process has its own file (named by its pid), so several processes sharing a data dir
-neither read nor overwrite each other's live state. A Redis gate needs none of this: Redis keeps
-the tokens for every node.
+Each server process has its own file (named by its pid). Only one ``keyplane serve`` may run on a
+data dir without Redis (:func:`hold_data_dir`, a lock the kernel releases when the process dies):
+a second one, started before the first had stopped (a rolling restart on one host), would not
+know what the first accepted meanwhile, and could accept the same order again. A Redis gate needs
+none of this: Redis keeps the tokens for every node.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from keyplane.auth.gates import MemoryGate
+from keyplane.errors import KeyplaneError
 
 log = logging.getLogger("keyplane.auth")
 
@@ -55,6 +59,39 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(doc, f)
     os.replace(tmp, path)
+
+
+class DataDirInUse(KeyplaneError):
+    code = "data_dir_in_use"
+    status = 500
+
+
+_held: list[int] = []  # the lock's file descriptor, open for the life of the process
+
+
+def hold_data_dir(data_dir: Path) -> None:
+    """Take this data dir's server lock for the life of the process, or raise DataDirInUse if
+    another ``keyplane serve`` without Redis holds it (the kernel drops it when that one exits,
+    however it exits)."""
+    directory = data_dir / "replay"
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(directory / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise DataDirInUse(f"cannot lock the data dir {data_dir}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise DataDirInUse(
+            f"another keyplane server (pid {holder}) is running on {data_dir} without Redis: its replay "
+            "protection lives in its memory, so a second server here could accept its requests again; "
+            "stop it first, or set KEYPLANE_REDIS_URL to run several servers"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    _held.append(fd)
 
 
 class ReplayLog:

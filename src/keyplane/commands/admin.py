@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.commands.common import emit_json, fail, out_console, services
+from keyplane.crypto.keyring import encode_master_key, new_master_key
 from keyplane.keys.errors import InvalidRestriction
-from keyplane.keys.master import keyfile_path
+from keyplane.keys.rotation import MasterKeyRotation
 from keyplane.keys.schemas import IssuedKey, KeyInfo
 from keyplane.keys.scopes import parse_duration, scopes_text
-from keyplane.keys.secretbox import new_master_key, write_keyfile
 
 app = typer.Typer(help="Operator commands: users, keys, master key.", no_args_is_help=True)
 
@@ -103,6 +104,7 @@ def create_key(
             label=label,
             key_type=key_type,  # type: ignore[arg-type]
             public_key=pem,
+            step_up=StepUp.operator(),
         )
     if as_json:
         emit_json(issued.to_json())
@@ -174,7 +176,7 @@ def update_key(
             daily_withdraw_cap=daily_withdraw_cap if daily_withdraw_cap is not None else UNSET,
             expires_at=expires_at,
             label=label if label is not None else UNSET,
-            step_up=True,
+            step_up=StepUp.operator(),
         )
     if as_json:
         emit_json(info.to_json())
@@ -182,7 +184,7 @@ def update_key(
         _print_key(info)
 
 
-def _status_command(verb: str, api_key: str, as_json: bool, **options: bool) -> None:
+def _status_command(verb: str, api_key: str, as_json: bool, **options: object) -> None:
     with services() as svc:
         info = getattr(svc.keys, verb)(api_key.strip(), **options)
     if as_json:
@@ -206,7 +208,7 @@ def disable_key(api_key: str, as_json: JsonOpt = False) -> None:
 @app.command("enable-key")
 def enable_key(api_key: str, as_json: JsonOpt = False) -> None:
     """Enable a disabled key (the operator is trusted: no 2FA here). An expired key stays expired."""
-    _status_command("enable", api_key, as_json, step_up=True)
+    _status_command("enable", api_key, as_json, step_up=StepUp.operator())
 
 
 @app.command("revoke-all")
@@ -237,7 +239,7 @@ def rotate_key(
             grace_td = parse_duration(grace) if grace != "0" else dt.timedelta(0)
         except InvalidRestriction as e:
             fail(e.message)
-        issued = svc.keys.rotate(api_key.strip(), grace=grace_td, public_key=pem)
+        issued = svc.keys.rotate(api_key.strip(), grace=grace_td, public_key=pem, step_up=StepUp.operator())
     if as_json:
         emit_json(issued.to_json())
     else:
@@ -246,42 +248,75 @@ def rotate_key(
             out_console.print(f"The old credential works until {issued.info.previous_valid_until.isoformat()}.")
 
 
-@app.command("rotate-master-key")
-def rotate_master_key(as_json: JsonOpt = False) -> None:
-    """Re-encrypt every stored secret under a new master key.
+@app.command("master-keys")
+def master_keys(as_json: JsonOpt = False) -> None:
+    """Show the master keyring: the active key, every key held, and how many secrets each seals."""
+    with services() as svc:
+        status = MasterKeyRotation(svc.db, svc.master).status()
+    if as_json:
+        emit_json(status.to_json())
+        return
+    table = Table("master key", "state", "ciphertexts")
+    for kid in status.keys:
+        table.add_row(kid, "active" if kid == status.active else "", str(status.ciphertexts.get(kid, 0)))
+    out_console.print(table)
 
-    Embedded mode: a new key is added to the keyfile, every secret is re-encrypted under it, and the
-    old key is dropped. With KEYPLANE_MASTER_KEYS: append the new key to that list first; this then
-    re-encrypts everything under the newest key, after which older keys can be removed.
+
+@app.command("add-master-key")
+def add_master_key(as_json: JsonOpt = False) -> None:
+    """Stage 1 of a rotation: add a fresh key to the master keyfile (it seals nothing yet).
+
+    Running servers pick it up from the file when they first meet it. With KEYPLANE_MASTER_KEYS,
+    add a key from `generate-master-key` to every node's environment and restart them instead.
     """
     with services() as svc:
-        keyring = svc.master.keyring
-        if svc.master.from_file:
-            path = keyfile_path(svc.settings)
-            keyring = keyring.with_new_key(new_master_key())
-            write_keyfile(path, keyring)  # old + new: running servers can read both meanwhile
-            svc.master.keyring = keyring
-        count = svc.keys.reencrypt_all(keyring)
-        if svc.identity is not None:  # TOTP secrets are under the same keyring
-            count += svc.identity.twofactor.reencrypt(keyring)
-        if svc.master.from_file:
-            write_keyfile(keyfile_path(svc.settings), keyring.only_newest())
-    doc = {"reencrypted": count, "master_key_id": keyring.newest_id}
+        kid = MasterKeyRotation(svc.db, svc.master).add_key()
     if as_json:
-        emit_json(doc)
+        emit_json({"added": kid})
     else:
-        out_console.print(f"re-encrypted {count} secret(s) under master key {keyring.newest_id}")
+        out_console.print(f"added master key {kid}; now run: keyplane admin rotate-master-key")
+
+
+@app.command("rotate-master-key")
+def rotate_master_key(
+    to: Annotated[str | None, typer.Option("--to", help="The key id to make active; default: the newest.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stage 2: make the newest key (or --to) active and re-encrypt every secret under it, in one
+    transaction. The old key stays in the keyring until drop-master-key."""
+    with services() as svc:
+        result = MasterKeyRotation(svc.db, svc.master).rotate(to)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    out_console.print(f"re-encrypted {result.reencrypted} secret(s) under master key {result.active}")
+    if result.remaining:
+        out_console.print(f"[yellow]{result.remaining} ciphertext(s) are still under other keys[/]")
+    if result.previous != result.active:
+        out_console.print(f"when no server needs it: keyplane admin drop-master-key {result.previous}")
+
+
+@app.command("drop-master-key")
+def drop_master_key(key_id: str, as_json: JsonOpt = False) -> None:
+    """Stage 3: remove a key from the keyring, once a query proves no stored secret needs it."""
+    with services() as svc:
+        MasterKeyRotation(svc.db, svc.master).drop(key_id.strip())
+        from_env = svc.master.keyfile is None
+    if as_json:
+        emit_json({"dropped": key_id.strip()})
+    elif from_env:
+        out_console.print(f"no secret needs master key {key_id}: remove it from KEYPLANE_MASTER_KEYS on every node")
+    else:
+        out_console.print(f"dropped master key {key_id}")
 
 
 @app.command("generate-master-key")
 def generate_master_key() -> None:
     """Print a new random master key (base64url, 32 bytes) for KEYPLANE_MASTER_KEYS.
 
-    To rotate: append it to KEYPLANE_MASTER_KEYS (comma-separated, oldest first) on every node,
-    restart them, then run `keyplane admin rotate-master-key`.
+    To rotate: append it to KEYPLANE_MASTER_KEYS (comma-separated) on every node and restart them
+    one by one, then run `keyplane admin rotate-master-key` and `drop-master-key`.
     """
-    from keyplane.keys.secretbox import encode_master_key
-
     print(encode_master_key(new_master_key()))
 
 
@@ -289,7 +324,7 @@ def generate_master_key() -> None:
 def sweep(as_json: JsonOpt = False) -> None:
     """Mark expired keys and warn about idle ones now (the server also does this every minute)."""
     with services() as svc:
-        result = svc.keys.sweep()
+        result = svc.keys.records.sweep()
     if as_json:
         emit_json(result)
     else:

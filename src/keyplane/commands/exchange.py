@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.commands.common import emit_json, fail, out_console, services
 from keyplane.errors import KeyplaneError
 
@@ -66,6 +67,7 @@ def _bot_accounts() -> list[tuple[str, str]]:
                 scopes=("read", "trade"),
                 restrictions=svc.keys.build_restrictions(ips=["127.0.0.1/32", "::1/128"]),
                 label="keyplane simulate",
+                step_up=StepUp.operator(),  # the operator's own simulation accounts
             )
             assert issued.secret is not None
             creds.append((issued.info.api_key, issued.secret))

@@ -18,6 +18,7 @@ def serve(
     import uvicorn
 
     from keyplane.api.app import create_app
+    from keyplane.auth.replaylog import hold_data_dir
     from keyplane.errors import KeyplaneError
     from keyplane.services import build_services
 
@@ -26,7 +27,9 @@ def serve(
     if settings.log_level != "debug":  # Alembic's start-up chatter is noise at info level
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        services = build_services(settings)
+        services = build_services(settings)  # checks the data dir and database, in one line each
+        if not settings.redis_url:
+            hold_data_dir(settings.data_dir)  # one server per data dir without Redis (auth/replaylog.py)
     except KeyplaneError as e:
         fail(e.message)
     app = create_app(settings, services)

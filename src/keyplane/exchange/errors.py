@@ -16,7 +16,6 @@ ccxt raise the matching exception (research/clients.md §1.4).
     ├── OrderNotFound            -2013 "Order does not exist."                  -> OrderNotFound
     ├── CancelRejected           -2011 unknown or already final order           -> OrderNotFound
     ├── InvalidAddress           -1102 malformed or not allowlisted address     -> BadRequest
-    ├── StepUpRequired           a console allowlist change without TOTP
     └── WithdrawRefused          -4026-style refusals (minimum amount, coin)    -> BadRequest
 """
 
@@ -122,13 +121,3 @@ class InvalidAddress(ExchangeError):
 class WithdrawRefused(ExchangeError):
     code = "withdraw_refused"
     binance_code = -4026
-
-
-class StepUpRequired(ExchangeError):
-    """A console change to the withdrawal address allowlist without a fresh TOTP code."""
-
-    code = "step_up_required"
-    status = 403
-
-    def __init__(self) -> None:
-        super().__init__("changing the withdrawal address allowlist needs a fresh TOTP code")

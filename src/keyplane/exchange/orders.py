@@ -28,6 +28,7 @@ from sqlalchemy import exc, text
 from sqlalchemy.engine import Connection
 
 from keyplane.db import UNAVAILABLE_ERRORS, Database
+from keyplane.errors import OutsideRecvWindow
 from keyplane.exchange import ledger as L
 from keyplane.exchange.errors import (
     CancelRejected,
@@ -92,13 +93,10 @@ _INSERT_FILL = (
 )
 
 
-class RecvWindowPassed(ExchangeError):
+class RecvWindowPassed(OutsideRecvWindow, ExchangeError):
     """The request's recvWindow ended before it could be applied: nothing was written. The same
-    wire code and Binance code as the authenticator's ``TimestampOutsideWindow`` (ccxt raises
-    InvalidNonce), since it is the same rule, checked again at the last moment."""
-
-    code = "timestamp_outside_window"
-    binance_code = -1021
+    rule as the authenticator's ``TimestampOutsideWindow``, checked again at the last moment, so
+    the same owner of the wire code (keyplane/errors.py)."""
 
     def __init__(self, late_ms: int, what: str = "order") -> None:
         super().__init__(

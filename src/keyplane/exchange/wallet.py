@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from sqlalchemy import exc, text
 
+from keyplane.accounts.stepup import StepUp, require_step_up
 from keyplane.audit.events import EventType
 from keyplane.audit.service import record
 from keyplane.db import Database
@@ -28,7 +29,6 @@ from keyplane.exchange.errors import (
     BadParameter,
     InvalidAddress,
     KeyLimitExceeded,
-    StepUpRequired,
     WithdrawRefused,
 )
 from keyplane.exchange.markets import Asset, plain, to_units
@@ -38,6 +38,7 @@ from keyplane.keys.format import mask
 from keyplane.parsing import INT64_MAX
 
 AWAITING, PROCESSING, COMPLETED = 2, 4, 6
+_ALLOWLIST_STEP_UP = "changing the withdrawal address allowlist needs a fresh TOTP code"
 DAY_MS = 86_400_000
 
 
@@ -305,13 +306,12 @@ class WalletService:
         return [dict(r._mapping) for r in rows]
 
     def add_address(
-        self, user_id: int, coin: str, address: str, label: str = "", *, step_up: bool
+        self, user_id: int, coin: str, address: str, label: str = "", *, step_up: StepUp | None
     ) -> dict[str, object]:
-        """Add an allowed address. ``step_up`` must be True: the caller verified a fresh TOTP code.
+        """Add an allowed address. Needs a fresh StepUp of ``user_id`` (raises StepUpRequired).
         Adding an entry is a widening only once a list exists, but the first entry also switches the
         check on, so every change asks for the same proof."""
-        if not step_up:
-            raise StepUpRequired()
+        require_step_up(step_up, user_id, message=_ALLOWLIST_STEP_UP)
         asset = self.asset(coin)
         address = address.strip()
         if not asset.valid_address(address):
@@ -341,9 +341,8 @@ class WalletService:
             raise BadParameter(f"{address} is already on the {asset.name} allowlist.") from e
         return {"id": int(new_id), "coin": asset.name, "address": address, "label": label[:64], "created_ms": now}
 
-    def remove_address(self, user_id: int, entry_id: int, *, step_up: bool) -> None:
-        if not step_up:
-            raise StepUpRequired()
+    def remove_address(self, user_id: int, entry_id: int, *, step_up: StepUp | None) -> None:
+        require_step_up(step_up, user_id, message=_ALLOWLIST_STEP_UP)
         with self.db.transaction() as session:
             n = (
                 session.connection()

@@ -11,7 +11,10 @@ KeyError_ (KeyplaneError)
 
 from __future__ import annotations
 
+from keyplane.accounts.errors import StepUpRequired  # the one owner of step_up_required
 from keyplane.errors import InvalidInput, KeyplaneError, NotFound
+
+__all__ = ["StepUpRequired"]  # raised by key changes that widen; defined in accounts/errors.py
 
 
 class KeyError_(KeyplaneError):
@@ -55,14 +58,3 @@ class InvalidPublicKey(InvalidRestriction):
 class KeyStateError(KeyError_):
     code = "key_state"
     status = 409
-
-
-class StepUpRequired(KeyError_):
-    """The change widens what the key can do, and the caller has not passed a fresh 2FA check."""
-
-    code = "step_up_required"
-    status = 403
-
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("this change needs a fresh TOTP code because it " + "; ".join(reasons))
-        self.reasons = reasons

@@ -6,18 +6,24 @@ and comparing in constant time: a leaked secret without its key still identifies
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from keyplane.accounts.models import User
+from keyplane.audit.events import EventType
+from keyplane.audit.service import record as audit
+from keyplane.crypto.secretbox import SecretBoxError
+from keyplane.db import utcnow
 from keyplane.keys import format as keyformat
+from keyplane.keys import rules
 from keyplane.keys.models import ApiKey
-from keyplane.keys.secretbox import SecretBoxError
-from keyplane.keys.service import ADMIN_CLI, Actor, KeyService
+from keyplane.keys.rules import ADMIN_CLI, Actor
+from keyplane.keys.service import KeyService
 
 log = logging.getLogger("keyplane.keys")
 
@@ -61,7 +67,7 @@ def match(service: KeyService, found: Iterable[tuple[keyformat.Credential, str]]
                     if not token:
                         continue
                     try:
-                        plain = service.open_secret(token, public_id)
+                        plain = service.records.open_secret(token, public_id)
                     except SecretBoxError:
                         unreadable += 1  # one bad row must not stop a leak response
                         continue
@@ -93,7 +99,8 @@ def match(service: KeyService, found: Iterable[tuple[keyformat.Credential, str]]
 
 
 def revoke(service: KeyService, leaks: Iterable[Leak], actor: Actor = ADMIN_CLI) -> list[str]:
-    """Revoke every matched key that is not revoked yet, recording every place it leaked.
+    """Revoke every matched key, recording every place it leaked (for a key revoked already too:
+    the evidence is what an owner reads to learn where the credential went).
 
     Each key is revoked in the same transaction as the events that say where it leaked, so a crash
     can never leave a revoked key without its evidence, nor evidence written for a key left live.
@@ -101,9 +108,38 @@ def revoke(service: KeyService, leaks: Iterable[Leak], actor: Actor = ADMIN_CLI)
     """
     found: dict[str, list[tuple[str, str]]] = {}
     for leak in leaks:
-        if leak.api_key is None or leak.status == "revoked":
+        if leak.api_key is None:
             continue
         places = found.setdefault(leak.api_key, [])
         if (leak.kind, leak.where) not in places:
             places.append((leak.kind, leak.where))
-    return [key for key, places in found.items() if service.revoke_leaked(key, places, actor=actor)]
+    return [key for key, places in found.items() if revoke_leaked(service, key, places, actor=actor)]
+
+
+def revoke_leaked(
+    service: KeyService,
+    public_id: str,
+    found: Sequence[tuple[str, str]],
+    *,
+    actor: Actor = ADMIN_CLI,
+    now: dt.datetime | None = None,
+) -> bool:
+    """Revoke a leaked key and record where it leaked, in one transaction.
+
+    ``found`` holds (kind, where) for each place the credential was seen; each becomes a
+    ``key:api_key:leaked`` event, even if the key was revoked already. Returns True if this call
+    revoked the key. Either the revocation and all its evidence are written, or nothing is.
+    """
+    now = now or utcnow()
+    with service.db.transaction() as s:
+        row = service.row(s, public_id, None, lock=True)
+        revoked = row.status != "revoked"
+        events = [(EventType.KEY_LEAKED, {"where": where, "kind": kind}) for kind, where in found]
+        if revoked:
+            rules.mark_revoked(row, now)
+            events.insert(0, (EventType.KEY_REVOKED, {"reason": "leaked"}))
+        for event, facts in events:
+            audit(s, event, actor=actor.name, ip=actor.ip, user_id=row.user_id, key_id=public_id, data=facts, now=now)
+    if revoked:
+        service.notify([public_id])
+    return revoked

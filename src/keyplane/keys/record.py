@@ -15,7 +15,7 @@ from nacl._sodium import ffi as _ffi  # PyNaCl's binding of libsodium, initialis
 from nacl._sodium import lib as _sodium
 from nacl.signing import VerifyKey
 
-from keyplane.keys.hmackey import HmacSha256Key
+from keyplane.crypto.hmacsha256 import HmacSha256Key
 from keyplane.keys.scopes import Restrictions, Scope
 
 

@@ -14,9 +14,10 @@ from keyplane.accounts import sessions as sessions_module
 from keyplane.accounts import totp
 from keyplane.accounts.errors import LoginRequired
 from keyplane.accounts.identity import Identity
-from keyplane.accounts.keyactions import KeyActions
 from keyplane.accounts.models import AccountSession
+from keyplane.accounts.stepup import StepUp
 from keyplane.audit.models import AuditEvent
+from keyplane.keys.manage import KeyManager
 from keyplane.keys.service import Actor
 from keyplane.services import build_services
 
@@ -95,22 +96,22 @@ def test_enrolling_2fa_ends_every_other_session(ident, svc):
 def test_new_recovery_codes_end_every_other_session(ident, svc):
     user_id, mine, other, codes = _enrolled(ident)
     assert _alive(ident, other)
-    ident.twofactor.regenerate_codes(user_id, codes(), ip=None, keep_session=mine)
+    ident.new_recovery_codes(user_id, codes(), ip=None, keep_session=mine)
     assert _alive(ident, mine) and not _alive(ident, other)
-    assert _last_event(svc, user_id, "account:recovery_code:regenerated") == {"sessions_ended": 1}
+    assert _last_event(svc, user_id, "account:recovery_code:regenerated") == {"sessions_ended": 1, "step_up": "totp"}
 
 
 def test_without_a_session_to_keep_a_2fa_change_ends_them_all(ident):
     user_id, mine, other, codes = _enrolled(ident)
-    ident.twofactor.regenerate_codes(user_id, codes(), ip=None)
+    ident.new_recovery_codes(user_id, codes(), ip=None)
     assert not _alive(ident, mine) and not _alive(ident, other)
 
 
 def test_revoke_all_ends_every_other_session(ident, svc):
     user_id, mine, other, codes = _enrolled(ident)
     _, stranger, _, _ = _enrolled(ident)
-    key = svc.keys.create(user_id, scopes=("read",))
-    actions = KeyActions(svc.keys, ident)
+    key = svc.keys.create(user_id, scopes=("read",), step_up=StepUp.operator())
+    actions = KeyManager(svc.keys, ident)
     ids = actions.revoke_all(user_id, codes(), confirmed=True, actor=Actor(f"user:{user_id}"), keep_session=mine)
     assert ids == [key.info.api_key]
     assert _alive(ident, mine) and not _alive(ident, other)

@@ -40,14 +40,18 @@ def test_a_flood_is_grouped_per_key_ip_and_reason():
     assert later[0].first == 1_700_000_010.0
 
 
-def test_key_ids_are_kept_only_when_well_formed():
-    rec = FailureRecorder(window_s=60, clock=Clock())
+def test_key_ids_are_kept_only_when_the_caller_vouches_for_them():
+    rec = FailureRecorder(window_s=60, clock=Clock(), keep_key_id=keyformat.is_valid_api_key)
     rec(E.KeyChecksum("x"), key_id="sk_pasted_secret_value", ip="192.0.2.1", route="/api/v3/account", method="GET")
     good = keyformat.new_api_key("live")
     rec(E.SignatureInvalid("x"), key_id=good, ip="192.0.2.1", route="/api/v3/account", method="GET")
     groups = {g.reason: g for g in rec.drain()}
     assert groups["key_checksum"].key_id is None
     assert groups["signature_invalid"].key_id == good
+    # By default no key id is stored at all: the audit log cannot tell a key from a pasted secret.
+    bare = FailureRecorder(window_s=60, clock=Clock())
+    bare(E.SignatureInvalid("x"), key_id=good, ip="192.0.2.1", route="/api/v3/account", method="GET")
+    assert [g.key_id for g in bare.drain()] == [None]
 
 
 def test_memory_is_bounded():

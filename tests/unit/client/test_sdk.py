@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from keyplane.accounts.stepup import StepUp
 from keyplane.client import errors as E
 from keyplane.client.sdk import KeyplaneClient
 from kptest.clients import ed25519_keypair
@@ -142,7 +143,7 @@ def limited_server(make_settings: Callable[..., Any]) -> Iterator[tuple[ThreadSe
 def test_rate_limit_honours_retry_after(limited_server: tuple[ThreadServer, Any]) -> None:
     srv, svc = limited_server
     user = svc.accounts.create_user(f"rl{time.time_ns()}@example.com", "correct horse battery staple")
-    key = svc.keys.create(user.id, scopes=("read",))
+    key = svc.keys.create(user.id, scopes=("read",), step_up=StepUp.operator())
     waits: list[float] = []
     kp = client(srv.url, key, rate_limit_retries=1, max_wait_s=0.0, sleep=waits.append)
     for _ in range(3):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
 from keyplane.api.binance import account, capital, general, market, trading
+from keyplane.api.state import AppState
 from keyplane.exchange.service import ExchangeService
-from keyplane.services import Services
 
 log = logging.getLogger("keyplane.exchange")
 
@@ -20,11 +19,12 @@ log = logging.getLogger("keyplane.exchange")
 ROUTERS: tuple[APIRouter, ...] = (trading.router, general.router, account.router, market.router, capital.router)
 
 
-def install(app: FastAPI, services: Services, state: dict[str, Any]) -> None:
+def install(app: FastAPI, state: AppState) -> None:
     for router in ROUTERS:
         app.include_router(router)
-    if services.exchange is not None:
-        state["tasks"].append(lambda: advance_withdrawals(services.exchange))
+    exchange = state.services.exchange
+    if exchange is not None:
+        state.tasks.append(lambda: advance_withdrawals(exchange))
 
 
 async def advance_withdrawals(ex: ExchangeService | None, interval_s: float = 0.5) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from keyplane.api.state import app_state
 from keyplane.errors import ServiceUnavailable
 from keyplane.exchange.markets import Market
 from keyplane.exchange.orders import OrderView, Placement
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 
 def exchange(request: Request) -> ExchangeService:
-    svc: ExchangeService | None = request.app.state.services.exchange
+    svc = app_state(request).services.exchange
     if svc is None:
         raise ServiceUnavailable("the exchange is not enabled on this server")
     return svc

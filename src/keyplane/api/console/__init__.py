@@ -8,7 +8,6 @@ JavaScript for copy buttons (``static/``). Other console pages reuse ``web.py``:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,21 +15,19 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from keyplane.accounts.keyactions import KeyActions
 from keyplane.api import errors
 from keyplane.api.console import api_account, pages_account, pages_keys, wallet
 from keyplane.api.console.web import PageRedirect, render
-from keyplane.services import Services
+from keyplane.api.state import AppState
 
 STATIC_DIR = Path(__file__).parent / "static"
 _API_PREFIXES = ("/api/", "/sapi/", "/v1/", "/healthz", "/openapi.json", "/docs", "/redoc")
 
 
-def install(app: FastAPI, services: Services, state: dict[str, Any]) -> None:
+def install(app: FastAPI, state: AppState) -> None:
     """Add this surface's routes to the app (its routers are included here as they are built)."""
-    if services.identity is None:
+    if state.key_manager is None:
         return
-    state["key_actions"] = KeyActions(services.keys, services.identity)
 
     @app.exception_handler(PageRedirect)
     async def _redirect(request: Request, exc: PageRedirect) -> RedirectResponse:

@@ -16,17 +16,17 @@ from fastapi.security import APIKeyCookie, APIKeyHeader
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from keyplane.accounts.keyactions import KeySpec, parse_expiry, parse_grace
 from keyplane.api.console.web import (
     SESSION_COOKIE,
     ConsoleUser,
+    activity_of,
     anon_csrf_token,
     api_user,
     check_anon_csrf,
     check_csrf,
     clear_session_cookie,
     identity_of,
-    key_actions,
+    key_manager,
     request_ip,
     services_of,
     set_anon_csrf_cookie,
@@ -46,6 +46,7 @@ from keyplane.api.fields import (
     PublicKey,
     SeqQuery,
 )
+from keyplane.keys.manage import KeySpec, parse_expiry, parse_grace
 
 # Declared for the OpenAPI schema; api_user does the checking.
 _session_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="console session cookie")
@@ -182,7 +183,7 @@ def totp_confirm(request: Request, user: User, body: CodeIn) -> dict[str, Any]:
 
 @router.post("/recovery-codes", summary="Replace the recovery codes (needs a TOTP code)")
 def new_recovery_codes(request: Request, user: User, body: CodeIn) -> dict[str, Any]:
-    codes = identity_of(request).twofactor.regenerate_codes(user.id, body.totp, ip=user.ip, keep_session=user.token)
+    codes = identity_of(request).new_recovery_codes(user.id, body.totp, ip=user.ip, keep_session=user.token)
     return {"recovery_codes": codes}
 
 
@@ -206,7 +207,7 @@ async def create_key(request: Request, user: User, body: KeyCreate) -> dict[str,
         key_type=body.type,
         public_key=body.public_key,
     )
-    issued = await _run(key_actions(request).create, user.id, spec, body.totp, actor=user.actor)
+    issued = await _run(key_manager(request).create, user.id, spec, body.totp, actor=user.actor)
     out: dict[str, Any] = issued.to_json()
     return out
 
@@ -214,7 +215,7 @@ async def create_key(request: Request, user: User, body: KeyCreate) -> dict[str,
 @router.post("/keys/revoke-all", summary="Revoke every key of the account (confirm + TOTP)")
 async def revoke_all(request: Request, user: User, body: RevokeAllIn) -> dict[str, Any]:
     ids = await _run(
-        key_actions(request).revoke_all,
+        key_manager(request).revoke_all,
         user.id,
         body.totp,
         confirmed=body.confirm,
@@ -239,7 +240,7 @@ async def patch_key(request: Request, user: User, api_key: KeyIdPath, body: KeyP
     for name in ("scopes", "ips", "symbols", "label"):
         if name in changes and changes[name] is None:
             changes[name] = "" if name == "label" else []
-    info = await _run(key_actions(request).update, user.id, api_key, body.totp, actor=user.actor, **changes)
+    info = await _run(key_manager(request).update, user.id, api_key, body.totp, actor=user.actor, **changes)
     out: dict[str, Any] = info.to_json()
     return out
 
@@ -248,7 +249,7 @@ async def patch_key(request: Request, user: User, api_key: KeyIdPath, body: KeyP
 async def rotate_key(request: Request, user: User, api_key: KeyIdPath, body: RotateIn) -> dict[str, Any]:
     grace = parse_grace(body.grace, services_of(request).settings.rotate_grace_default_s)
     issued = await _run(
-        key_actions(request).rotate,
+        key_manager(request).rotate,
         user.id,
         api_key,
         body.totp,
@@ -262,21 +263,21 @@ async def rotate_key(request: Request, user: User, api_key: KeyIdPath, body: Rot
 
 @router.post("/keys/{api_key}/disable", summary="Disable a key")
 async def disable_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
-    info = await _run(key_actions(request).disable, user.id, api_key, actor=user.actor)
+    info = await _run(key_manager(request).disable, user.id, api_key, actor=user.actor)
     out: dict[str, Any] = info.to_json()
     return out
 
 
 @router.post("/keys/{api_key}/enable", summary="Re-enable a disabled key (needs a TOTP code)")
 async def enable_key(request: Request, user: User, api_key: KeyIdPath, body: CodeIn) -> dict[str, Any]:
-    info = await _run(key_actions(request).enable, user.id, api_key, body.totp, actor=user.actor)
+    info = await _run(key_manager(request).enable, user.id, api_key, body.totp, actor=user.actor)
     out: dict[str, Any] = info.to_json()
     return out
 
 
 @router.post("/keys/{api_key}/revoke", summary="Revoke a key (permanent)")
 async def revoke_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
-    info = await _run(key_actions(request).revoke, user.id, api_key, actor=user.actor)
+    info = await _run(key_manager(request).revoke, user.id, api_key, actor=user.actor)
     out: dict[str, Any] = info.to_json()
     return out
 
@@ -289,5 +290,5 @@ def activity(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     api_key: KeyIdQuery = None,
 ) -> dict[str, Any]:
-    events = identity_of(request).activity(user.id, limit=limit, before=before, key_id=api_key)
+    events = activity_of(request, user.id, limit=limit, before=before, key_id=api_key)
     return {"events": [e.to_json() for e in events]}

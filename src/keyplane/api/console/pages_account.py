@@ -209,7 +209,7 @@ def recovery_codes(request: Request, user: PageUser, totp: FormStr = "", csrf_to
     twofactor = identity_of(request).twofactor
     try:
         check_csrf(request, user.csrf_token, csrf_token)
-        codes = twofactor.regenerate_codes(user.id, totp, ip=user.ip, keep_session=user.token)
+        codes = identity_of(request).new_recovery_codes(user.id, totp, ip=user.ip, keep_session=user.token)
     except KeyplaneError as e:
         ctx = {"status": twofactor.status(user.id), "active": "security", **error_context(e)}
         return render(request, "security.html", ctx, user=user, status_code=e.status)

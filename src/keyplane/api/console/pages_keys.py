@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from keyplane.accounts.keyactions import KeySpec, parse_expiry, parse_grace, spec_changes
 from keyplane.api.console.web import (
     ConsoleUser,
+    activity_of,
     check_csrf,
     error_context,
     identity_of,
-    key_actions,
+    key_manager,
     page_user,
     redirect,
     render,
@@ -24,6 +24,7 @@ from keyplane.api.console.web import (
 from keyplane.api.fields import KeyIdPath, KeyIdQuery, SeqQuery, checked_text
 from keyplane.errors import KeyplaneError
 from keyplane.keys.errors import KeyNotFound
+from keyplane.keys.manage import KeySpec, parse_expiry, parse_grace, spec_changes
 from keyplane.keys.pubkeys import OPENSSL_HINT
 from keyplane.keys.schemas import KeyInfo
 
@@ -151,7 +152,7 @@ async def create_key(request: Request, user: PageUser) -> Response:
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
         spec = spec_from_form(values)
-        issued = await _run(key_actions(request).create, user.id, spec, values.get("totp", ""), actor=user.actor)
+        issued = await _run(key_manager(request).create, user.id, spec, values.get("totp", ""), actor=user.actor)
     except KeyplaneError as e:
         values.pop("csrf_token", None)
         ctx = {"v": values, "openssl_hint": OPENSSL_HINT, "active": "keys", **error_context(e)}
@@ -173,7 +174,7 @@ async def revoke_all(request: Request, user: PageUser) -> HTMLResponse:
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
         ids = await _run(
-            key_actions(request).revoke_all,
+            key_manager(request).revoke_all,
             user.id,
             values.get("totp", ""),
             confirmed=values.get("confirm") == "yes",
@@ -200,7 +201,7 @@ def key_page(request: Request, api_key: KeyIdPath, user: PageUser) -> HTMLRespon
 @router.post("/keys/{api_key}/edit")
 async def edit_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
     values = await _form(request)
-    actions = key_actions(request)
+    actions = key_manager(request)
     key = await _run(_owned, request, user, api_key)
     if key is None:
         return redirect("/keys")
@@ -225,7 +226,7 @@ async def rotate_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Re
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
         grace = parse_grace(checked_text(values.get("grace", ""), "grace", 64), svc.settings.rotate_grace_default_s)
         issued = await _run(
-            key_actions(request).rotate,
+            key_manager(request).rotate,
             user.id,
             api_key,
             values.get("rotate_totp", ""),
@@ -253,7 +254,7 @@ async def disable_key(request: Request, api_key: KeyIdPath, user: PageUser) -> R
         return redirect("/keys")
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        await _run(key_actions(request).disable, user.id, api_key, actor=user.actor)
+        await _run(key_manager(request).disable, user.id, api_key, actor=user.actor)
     except KeyplaneError as e:
         return _detail(request, user, key, status=e.status, **error_context(e))
     return redirect(f"/keys/{api_key}")
@@ -267,7 +268,7 @@ async def enable_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Re
         return redirect("/keys")
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        await _run(key_actions(request).enable, user.id, api_key, values.get("enable_totp", ""), actor=user.actor)
+        await _run(key_manager(request).enable, user.id, api_key, values.get("enable_totp", ""), actor=user.actor)
     except KeyplaneError as e:
         return _detail(request, user, key, status=e.status, eerrors=_renamed(e, "enable"))
     return redirect(f"/keys/{api_key}")
@@ -290,7 +291,7 @@ async def revoke_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Re
         return redirect("/keys")
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        await _run(key_actions(request).revoke, user.id, api_key, actor=user.actor)
+        await _run(key_manager(request).revoke, user.id, api_key, actor=user.actor)
     except KeyplaneError as e:
         ctx = {"key": key, "active": "keys", **error_context(e)}
         return render(request, "key_revoke.html", ctx, user=user, status_code=e.status)
@@ -299,7 +300,7 @@ async def revoke_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Re
 
 @router.get("/activity")
 def activity_page(request: Request, user: PageUser, before: SeqQuery = None, key: KeyIdQuery = None) -> HTMLResponse:
-    events = identity_of(request).activity(user.id, limit=100, before=before, key_id=key or None)
+    events = activity_of(request, user.id, limit=100, before=before, key_id=key or None)
     older = events[-1].seq if len(events) >= 100 else None
     ctx = {"events": events, "describe": describe, "older": older, "key_filter": key or "", "active": "activity"}
     return render(request, "activity.html", ctx, user=user)

@@ -144,8 +144,8 @@ def add_address(
     try:
         check_csrf(request, user.csrf_token, csrf_token)
         label = fields.checked_text(label, "label", 64)
-        verify_step_up(request, user, totp)
-        _exchange(request).wallet.add_address(user.id, coin, address, label, step_up=True)
+        proof = verify_step_up(request, user, totp)
+        _exchange(request).wallet.add_address(user.id, coin, address, label, step_up=proof)
     except KeyplaneError as e:
         ctx = error_context(e)
         if e.code == "invalid_address":
@@ -162,8 +162,8 @@ def remove_address(
 ) -> Response:
     try:
         check_csrf(request, user.csrf_token, csrf_token)
-        verify_step_up(request, user, totp)
-        _exchange(request).wallet.remove_address(user.id, entry_id, step_up=True)
+        proof = verify_step_up(request, user, totp)
+        _exchange(request).wallet.remove_address(user.id, entry_id, step_up=proof)
     except KeyplaneError as e:
         return _page(request, user, error_context(e), status=e.status)
     return redirect("/wallet?done=address")
@@ -192,15 +192,15 @@ def list_addresses(request: Request, user: ApiUser) -> list[dict[str, Any]]:
 def add_address_api(request: Request, user: ApiUser, body: AddressIn) -> dict[str, Any]:
     """Allow an address (needs a fresh TOTP code). Once the list has an entry, withdrawals may go
     only to listed addresses."""
-    verify_step_up(request, user, body.totp)
-    return _exchange(request).wallet.add_address(user.id, body.coin, body.address, body.label, step_up=True)
+    proof = verify_step_up(request, user, body.totp)
+    return _exchange(request).wallet.add_address(user.id, body.coin, body.address, body.label, step_up=proof)
 
 
 @api.delete("/{entry_id}", status_code=204)
 def remove_address_api(request: Request, user: ApiUser, entry_id: fields.RowIdPath, body: StepUpIn) -> Response:
     """Remove an entry (needs a fresh TOTP code)."""
-    verify_step_up(request, user, body.totp)
-    _exchange(request).wallet.remove_address(user.id, entry_id, step_up=True)
+    proof = verify_step_up(request, user, body.totp)
+    _exchange(request).wallet.remove_address(user.id, entry_id, step_up=proof)
     return Response(status_code=204)
 
 

@@ -28,9 +28,12 @@ from fastapi.templating import Jinja2Templates
 
 from keyplane.accounts.errors import CsrfFailed, LoginRequired, SessionExpired, SignedKeyRefused
 from keyplane.accounts.identity import Identity
-from keyplane.accounts.keyactions import KeyActions
 from keyplane.accounts.sessions import SessionInfo
+from keyplane.accounts.stepup import StepUp
+from keyplane.api.state import app_state
 from keyplane.auth.clientip import client_ip as resolve_client_ip
+from keyplane.keys.activity import ActivityEvent, activity
+from keyplane.keys.manage import KeyManager
 from keyplane.keys.service import Actor
 from keyplane.parsing import bad_character
 from keyplane.services import Services
@@ -72,8 +75,14 @@ class ConsoleUser:
 
 
 def services_of(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
+    return app_state(request).services
+
+
+def activity_of(
+    request: Request, user_id: int, *, limit: int, before: int | None, key_id: str | None
+) -> list[ActivityEvent]:
+    """The account's activity (keys/activity.py), newest first."""
+    return activity(services_of(request).db, user_id, limit=limit, before=before, key_id=key_id)
 
 
 def identity_of(request: Request) -> Identity:
@@ -83,9 +92,11 @@ def identity_of(request: Request) -> Identity:
     return ident
 
 
-def key_actions(request: Request) -> KeyActions:
-    actions: KeyActions = request.app.state.keyplane["key_actions"]
-    return actions
+def key_manager(request: Request) -> KeyManager:
+    manager = app_state(request).key_manager
+    if manager is None:  # pragma: no cover - build_services always sets up accounts
+        raise LoginRequired("accounts are not configured on this server")
+    return manager
 
 
 def request_ip(request: Request) -> str | None:
@@ -199,9 +210,10 @@ def api_user(request: Request) -> ConsoleUser:
     return user
 
 
-def verify_step_up(request: Request, user: ConsoleUser, code: str) -> None:
-    """A fresh TOTP code from ``user``; raises TotpInvalid, TwoFactorRequired or Throttled."""
-    identity_of(request).verify_step_up(user.id, code, ip=user.ip)
+def verify_step_up(request: Request, user: ConsoleUser, code: str) -> StepUp:
+    """A fresh TOTP code from ``user``, as the StepUp proof a widening takes; raises TotpInvalid,
+    TwoFactorRequired or Throttled."""
+    return identity_of(request).verify_step_up(user.id, code, ip=user.ip)
 
 
 def render(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
 from keyplane.api.native import keys
-from keyplane.services import Services
+from keyplane.api.state import AppState
 
 
-def install(app: FastAPI, services: Services, state: dict[str, Any]) -> None:
+def install(app: FastAPI, state: AppState) -> None:
     """Add the /v1 routes (the signed-request middleware verifies them in the RFC 9421 dialect)."""
     app.include_router(keys.router)

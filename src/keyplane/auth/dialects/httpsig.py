@@ -214,7 +214,7 @@ def read(scope: Mapping[str, Any], body: bytes, past_s: int, future_s: int) -> S
 def reject_time(created: float, not_after: float, now_s: float, past_s: int, future_s: int) -> None:
     """Raise the precise rejection for a request outside [created - future_s, created + past_s],
     or past its ``expires`` (``not_after``)."""
-    if created > now_s + future_s:
+    if created >= now_s + future_s:
         raise E.TimestampOutsideWindow(
             f"the signature was created {int(created - now_s)} s in the future (server time {int(now_s)}, "
             f"at most {future_s} s ahead accepted): sync your clock or use GET /v1/time"

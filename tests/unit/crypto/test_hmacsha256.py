@@ -6,13 +6,14 @@ import hmac
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyplane.keys.hmackey import HmacSha256Key
+from keyplane.crypto.hmacsha256 import HmacSha256Key, hmac_sha256
 
 
 @given(st.binary(max_size=200), st.binary(max_size=600))
 def test_matches_the_standard_library(key, message):
     """Same MAC as hmac.new for keys shorter than, equal to and longer than the 64-byte block."""
     expected = hmac.new(key, message, hashlib.sha256).digest()
+    assert hmac_sha256(key, message) == expected
     k = HmacSha256Key(key)
     assert k.digest(message) == expected
     assert k.verify(message, expected)

@@ -1,4 +1,4 @@
-"""HMAC-SHA256 (RFC 2104) with the key schedule done once.
+"""HMAC-SHA256 (RFC 2104): a one-shot MAC, and a key whose schedule is done once.
 
 HMAC(K, m) = H((K' ^ opad) || H((K' ^ ipad) || m)), where K' is the key padded to SHA-256's 64-byte
 block (or hashed first if it is longer). The two hash states after absorbing ``K' ^ ipad`` and
@@ -46,3 +46,8 @@ class HmacSha256Key:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return hmac.compare_digest(outer.digest(), mac)
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """One HMAC-SHA256, for keys used once (a derived purpose key, a recovery-code hash)."""
+    return hmac.new(key, message, hashlib.sha256).digest()
