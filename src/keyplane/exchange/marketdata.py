@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import text
-
 from keyplane.db import Database
 from keyplane.exchange.markets import Market
+from keyplane.exchange.rows import PublicTrade
+from keyplane.exchange.sql import Raw, read
 
 INTERVALS_MS = {
     "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
@@ -21,9 +21,24 @@ INTERVALS_MS = {
 }  # fmt: skip
 DAY_MS = 86_400_000
 
-_LEVELS = text(
+_LEVELS = (
     "SELECT price, SUM(remaining) FROM ex_book WHERE symbol = :s AND side = :side "
     "GROUP BY sort_key, price ORDER BY sort_key LIMIT :n"
+)
+_SEQ = "SELECT trade_seq FROM ex_markets WHERE symbol = :s"
+_TOP_ORDER_ID = "SELECT MAX(order_id) FROM ex_book WHERE symbol = :s"
+_RECENT = (
+    "SELECT id, price, qty, quote_qty, ts, buyer_is_maker FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT :n"
+)
+_DAY = (
+    "SELECT MIN(id), MAX(id), MAX(price), MIN(price), COALESCE(SUM(qty), 0), COALESCE(SUM(quote_qty), 0), COUNT(*) "
+    "FROM ex_trades WHERE symbol = :s AND ts >= :a"
+)
+_PRICE_OF = "SELECT price FROM ex_trades WHERE symbol = :s AND id = :i"
+_LAST_PRICE = "SELECT price FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"
+_WINDOW = (
+    "SELECT ts, price, qty, quote_qty, buyer_is_maker FROM ex_trades WHERE symbol = :s AND ts >= :a AND ts <= :b "
+    "ORDER BY id"
 )
 
 
@@ -53,84 +68,62 @@ class MarketData:
 
     def depth(self, market: Market, limit: int = 100) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
         """(last update id, bids best first, asks best first) as (price, qty) levels."""
-        with self.db.read() as session:
-            conn = session.connection()
-            seq = conn.execute(
-                text("SELECT trade_seq FROM ex_markets WHERE symbol = :s"), {"s": market.symbol}
-            ).scalar()
-            bids = conn.execute(_LEVELS, {"s": market.symbol, "side": "BUY", "n": limit}).all()
-            asks = conn.execute(_LEVELS, {"s": market.symbol, "side": "SELL", "n": limit}).all()
-            top = conn.execute(
-                text("SELECT MAX(order_id) FROM ex_book WHERE symbol = :s"), {"s": market.symbol}
-            ).scalar()
-        update_id = max(int(seq or 0), int(top or 0))
+        with read(self.db) as db:
+            seq = db.one(_SEQ, {"s": market.symbol})
+            bids = db.all(_LEVELS, {"s": market.symbol, "side": "BUY", "n": limit})
+            asks = db.all(_LEVELS, {"s": market.symbol, "side": "SELL", "n": limit})
+            top = db.one(_TOP_ORDER_ID, {"s": market.symbol})
+        update_id = max(int((seq and seq[0]) or 0), int((top and top[0]) or 0))
         return update_id, [(int(p), int(q)) for p, q in bids], [(int(p), int(q)) for p, q in asks]
 
-    def recent_trades(self, market: Market, limit: int = 500) -> list[dict[str, object]]:
-        with self.db.read() as session:
-            rows = (
-                session.connection()
-                .execute(
-                    text(
-                        "SELECT id, price, qty, quote_qty, ts, buyer_is_maker FROM ex_trades WHERE symbol = :s "
-                        "ORDER BY id DESC LIMIT :n"
-                    ),
-                    {"s": market.symbol, "n": limit},
-                )
-                .all()
-            )
-        return [dict(r._mapping) for r in reversed(rows)]
+    def recent_trades(self, market: Market, limit: int = 500) -> list[PublicTrade]:
+        """The latest trades, oldest first."""
+        with read(self.db) as db:
+            rows = db.all(_RECENT, {"s": market.symbol, "n": limit})
+        return [PublicTrade(i, p, q, qq, ts, bool(m)) for i, p, q, qq, ts, m in reversed(rows)]
 
-    def _top(self, conn: object, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    def _top(self, db: Raw, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         out: list[tuple[int, int] | None] = []
         for side in ("BUY", "SELL"):
-            row = conn.execute(_LEVELS, {"s": market.symbol, "side": side, "n": 1}).first()  # type: ignore[attr-defined]
+            row = db.one(_LEVELS, {"s": market.symbol, "side": side, "n": 1})
             out.append(None if row is None else (int(row[0]), int(row[1])))
         return out[0], out[1]
 
     def ticker(self, market: Market) -> Ticker:
         now = int(self.clock() * 1000)
         since = now - DAY_MS
-        with self.db.read() as session:
-            conn = session.connection()
-            agg = conn.execute(
-                text(
-                    "SELECT MIN(id), MAX(id), MAX(price), MIN(price), COALESCE(SUM(qty), 0), "
-                    "COALESCE(SUM(quote_qty), 0), COUNT(*) FROM ex_trades WHERE symbol = :s AND ts >= :a"
-                ),
-                {"s": market.symbol, "a": since},
-            ).one()
+        with read(self.db) as db:
+            agg = db.one(_DAY, {"s": market.symbol, "a": since})
+            assert agg is not None
             first_id, last_id, high, low, vol, qvol, count = agg
-            price_of = text("SELECT price FROM ex_trades WHERE symbol = :s AND id = :i")
             if count:
-                open_p = int(conn.execute(price_of, {"s": market.symbol, "i": first_id}).scalar_one())
-                last_p = int(conn.execute(price_of, {"s": market.symbol, "i": last_id}).scalar_one())
+                open_p = self._price(db, market, first_id)
+                last_p = self._price(db, market, last_id)
             else:
-                last = conn.execute(
-                    text("SELECT price FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"), {"s": market.symbol}
-                ).scalar()
-                open_p = last_p = int(last or 0)
+                last = db.one(_LAST_PRICE, {"s": market.symbol})
+                open_p = last_p = int(last[0]) if last else 0
                 high = low = last_p
-            bid, ask = self._top(conn, market)
+            bid, ask = self._top(db, market)
         return Ticker(
             market.symbol, open_p, int(high or 0), int(low or 0), last_p, int(vol), int(qvol), int(count),
             int(first_id or -1), int(last_id or -1), since, now, bid, ask,
         )  # fmt: skip
 
+    @staticmethod
+    def _price(db: Raw, market: Market, trade_id: object) -> int:
+        row = db.one(_PRICE_OF, {"s": market.symbol, "i": trade_id})
+        if row is None:
+            raise LookupError(f"no trade {trade_id} in {market.symbol}")
+        return int(row[0])
+
     def book_ticker(self, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-        with self.db.read() as session:
-            return self._top(session.connection(), market)
+        with read(self.db) as db:
+            return self._top(db, market)
 
     def last_price(self, market: Market) -> int:
-        with self.db.read() as session:
-            last = (
-                session.connection()
-                .execute(
-                    text("SELECT price FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"), {"s": market.symbol}
-                )
-                .scalar()
-            )
-        return int(last or 0)
+        with read(self.db) as db:
+            last = db.one(_LAST_PRICE, {"s": market.symbol})
+        return int(last[0]) if last else 0
 
     def klines(
         self, market: Market, interval: str, *, start_ms: int | None = None, end_ms: int | None = None, limit: int = 500
@@ -141,18 +134,8 @@ class MarketData:
         end = end_ms if end_ms is not None else int(self.clock() * 1000)
         start = start_ms if start_ms is not None else (end // step - limit + 1) * step
         start -= start % step
-        with self.db.read() as session:
-            rows = (
-                session.connection()
-                .execute(
-                    text(
-                        "SELECT ts, price, qty, quote_qty, buyer_is_maker FROM ex_trades WHERE symbol = :s "
-                        "AND ts >= :a AND ts <= :b ORDER BY id"
-                    ),
-                    {"s": market.symbol, "a": start, "b": end},
-                )
-                .all()
-            )
+        with read(self.db) as db:
+            rows = db.all(_WINDOW, {"s": market.symbol, "a": start, "b": end})
         out: dict[int, list[int]] = {}
         for ts, price, qty, quote, buyer_is_maker in rows:
             t0 = ts - ts % step

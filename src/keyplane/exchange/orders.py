@@ -15,17 +15,19 @@ longer expects it to take effect (and may already have given up on it). The auth
 it on arrival; a write checks it again inside its transaction, with the market lock held, right
 before anything is applied, so that an order or a cancel that waited (for a lock, for a database
 that went silent) is refused with ``-1021`` instead of taking effect late.
+
+Here: checks and placement (matching plan, funds, the order row, the book row). Writing fills is
+:mod:`keyplane.exchange.fills`; reading orders and fills back is :mod:`keyplane.exchange.history`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import exc, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import exc
 
 from keyplane.db import UNAVAILABLE_ERRORS, Database
 from keyplane.errors import OutsideRecvWindow
@@ -36,16 +38,18 @@ from keyplane.exchange.errors import (
     ExchangeError,
     InsufficientBalance,
     KeyLimitExceeded,
-    OrderNotFound,
     WouldTakeLiquidity,
 )
+from keyplane.exchange.fills import BOOK_DELETE, apply_fills, fee
+from keyplane.exchange.history import OPEN, OrderReads, OrderView
 from keyplane.exchange.markets import Market, plain
-from keyplane.exchange.matching import Fill, Plan, Resting, Taker, plan
+from keyplane.exchange.matching import Plan, Resting, Taker, plan
 from keyplane.exchange.params import NewOrder, check_notional
 from keyplane.exchange.sql import Raw, write
 from keyplane.keys.format import mask
 
-OPEN = ("NEW", "PARTIALLY_FILLED")
+# Re-exported: callers import them from here.
+__all__ = ["OPEN", "OrderService", "OrderView", "Placement", "RecvWindowPassed", "fee", "reservation"]
 
 # The opposite side, best first, only as far as the taker's limit reaches (``sort_key <= :lim``):
 # an order that does not cross reads no row at all.
@@ -66,12 +70,6 @@ _ROLLBACK_TO = "ROLLBACK TO SAVEPOINT kp_order"
 _RELEASE = "RELEASE SAVEPOINT kp_order"
 _SET_SEQ = "UPDATE ex_markets SET trade_seq = :q WHERE symbol = :s"
 _AVAILABLE = "SELECT available FROM ex_balances WHERE user_id = :u AND asset = :a"
-_MAKER_ORDER = (
-    "UPDATE ex_orders SET executed_qty = executed_qty + :q, cum_quote = cum_quote + :c, status = :st, "
-    "updated_ms = :t WHERE id = :id"
-)
-_BOOK_REDUCE = "UPDATE ex_book SET remaining = remaining - :q WHERE order_id = :id"
-_BOOK_DELETE = "DELETE FROM ex_book WHERE order_id = :id"
 _TAKER_ORDER = "UPDATE ex_orders SET executed_qty = :q, cum_quote = :c, status = :st, updated_ms = :t WHERE id = :id"
 _INSERT_ORDER = (
     "INSERT INTO ex_orders (user_id, key_id, symbol, side, type, tif, price, orig_qty, orig_quote_qty, executed_qty, "
@@ -81,15 +79,6 @@ _INSERT_ORDER = (
 _INSERT_BOOK = (
     "INSERT INTO ex_book (order_id, symbol, side, sort_key, price, remaining, user_id) "
     "VALUES (:order_id, :symbol, :side, :sort_key, :price, :remaining, :user_id)"
-)
-_INSERT_TRADE = (
-    "INSERT INTO ex_trades (symbol, id, price, qty, quote_qty, buyer_order_id, seller_order_id, buyer_is_maker, ts) "
-    "VALUES (:symbol, :id, :price, :qty, :quote_qty, :buyer_order_id, :seller_order_id, :buyer_is_maker, :ts)"
-)
-_INSERT_FILL = (
-    "INSERT INTO ex_fills (user_id, symbol, trade_id, order_id, is_buyer, is_maker, price, qty, quote_qty, commission, "
-    "commission_asset, ts) VALUES (:user_id, :symbol, :trade_id, :order_id, :is_buyer, :is_maker, :price, :qty, "
-    ":quote_qty, :commission, :commission_asset, :ts)"
 )
 
 
@@ -119,53 +108,12 @@ class Placement:
     not_after_s: float | None = None
 
 
-@dataclass(slots=True)
-class OrderView:
-    """An order as stored, plus (after placement) the taker's own fills."""
-
-    id: int
-    user_id: int
-    symbol: str
-    side: str
-    type: str
-    tif: str
-    price: int
-    orig_qty: int
-    orig_quote_qty: int
-    executed_qty: int
-    cum_quote: int
-    status: str
-    client_order_id: str
-    stp: str
-    created_ms: int
-    updated_ms: int
-    fills: list[dict[str, int | str]] = field(default_factory=list)
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN
-
-
-def _view(row: Sequence[object]) -> OrderView:
-    return OrderView(*row)  # type: ignore[arg-type]
-
-
-_ORDER_COLS = (
-    "id, user_id, symbol, side, type, tif, price, orig_qty, orig_quote_qty, executed_qty, cum_quote, status, "
-    "client_order_id, stp, created_ms, updated_ms"
-)
-
-
 def reservation(market: Market, side: str, price: int, remaining: int) -> int:
     """What a resting order keeps locked: the quote for a bid, the base for an ask."""
     return market.notional(remaining, price) if side == "BUY" else remaining
 
 
-def fee(amount: int, rate: Decimal) -> int:
-    return int(amount * rate)  # rounded down, in the asset received
-
-
-class OrderService:
+class OrderService(OrderReads):
     def __init__(self, db: Database, markets: dict[str, Market], clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.markets = markets
@@ -299,7 +247,7 @@ class OrderService:
                 row = db.one(_READ_SEQ, {"s": market.symbol})
                 assert row is not None
                 seq = int(row[0])
-            self._apply_fills(db, journal, market, view, p.fills, seq, now)
+            apply_fills(db, journal, market, view, p.fills, seq, now)
             db.execute(_SET_SEQ, {"q": seq + len(p.fills), "s": market.symbol})
 
         view.executed_qty, view.cum_quote = p.qty, p.quote
@@ -351,79 +299,7 @@ class OrderService:
                 f"{plain(Decimal(notional).scaleb(-q.decimals))} {q.name}"
             )
 
-    def _apply_fills(
-        self, db: Raw, j: L.Journal, market: Market, taker: OrderView, fills: list[Fill], seq: int, now: int
-    ) -> None:
-        base, quote = market.base.name, market.quote.name
-        trade_rows: list[dict[str, object]] = []
-        fill_rows: list[dict[str, object]] = []
-        maker_rows: list[dict[str, object]] = []
-        book_reduce: list[dict[str, object]] = []
-        book_delete: list[dict[str, object]] = []
-        taker_buys = taker.side == "BUY"
-        for i, f in enumerate(fills, start=1):
-            tid = seq + i
-            mk = f.maker
-            buyer, seller = (taker.user_id, mk.user_id) if taker_buys else (mk.user_id, taker.user_id)
-            buyer_rate, seller_rate = (
-                (market.taker_fee, market.maker_fee) if taker_buys else (market.maker_fee, market.taker_fee)
-            )
-            fee_b, fee_s = fee(f.qty, buyer_rate), fee(f.quote, seller_rate)
-            ref = f"trade:{market.symbol}:{tid}"
-            j.move(ref, quote, L.locked(buyer), L.available(seller), f.quote - fee_s)
-            j.move(ref, quote, L.locked(buyer), L.FEES, fee_s)
-            j.move(ref, base, L.locked(seller), L.available(buyer), f.qty - fee_b)
-            j.move(ref, base, L.locked(seller), L.FEES, fee_b)
-            buyer_order, seller_order = (taker.id, mk.order_id) if taker_buys else (mk.order_id, taker.id)
-            trade_rows.append(
-                {
-                    "symbol": market.symbol, "id": tid, "price": mk.price, "qty": f.qty, "quote_qty": f.quote,
-                    "buyer_order_id": buyer_order, "seller_order_id": seller_order,
-                    "buyer_is_maker": not taker_buys, "ts": now,
-                }
-            )  # fmt: skip
-            common = {"symbol": market.symbol, "trade_id": tid, "price": mk.price, "qty": f.qty, "quote_qty": f.quote}
-            t_fee, m_fee = (fee_b, fee_s) if taker_buys else (fee_s, fee_b)
-            t_asset, m_asset = (base, quote) if taker_buys else (quote, base)
-            fill_rows.append(
-                {**common, "user_id": taker.user_id, "order_id": taker.id, "is_buyer": taker_buys, "is_maker": False,
-                 "commission": t_fee, "commission_asset": t_asset, "ts": now}
-            )  # fmt: skip
-            fill_rows.append(
-                {**common, "user_id": mk.user_id, "order_id": mk.order_id, "is_buyer": not taker_buys,
-                 "is_maker": True, "commission": m_fee, "commission_asset": m_asset, "ts": now}
-            )  # fmt: skip
-            left = mk.remaining - f.qty
-            maker_rows.append(
-                {"q": f.qty, "c": f.quote, "st": "FILLED" if left == 0 else "PARTIALLY_FILLED", "t": now,
-                 "id": mk.order_id}
-            )  # fmt: skip
-            (book_delete if left == 0 else book_reduce).append({"q": f.qty, "id": mk.order_id})
-            taker.fills.append(
-                {"price": mk.price, "qty": f.qty, "commission": t_fee, "commissionAsset": t_asset, "tradeId": tid}
-            )
-        db.many(_INSERT_TRADE, trade_rows)
-        db.many(_INSERT_FILL, fill_rows)
-        db.many(_MAKER_ORDER, maker_rows)
-        db.many(_BOOK_REDUCE, book_reduce)
-        db.many(_BOOK_DELETE, [{"id": r["id"]} for r in book_delete])
-
-    # -- cancelling and reading ------------------------------------------------------------------
-
-    def _find(
-        self, conn: Connection, user_id: int, symbol: str, order_id: int | None, client_id: str | None
-    ) -> OrderView | None:
-        args: dict[str, object]
-        if order_id is not None:
-            sql, args = "id = :v", {"v": order_id}
-        else:
-            sql, args = "client_order_id = :v", {"v": client_id}
-        row = conn.execute(
-            text(f"SELECT {_ORDER_COLS} FROM ex_orders WHERE user_id = :u AND {sql}"), {"u": user_id, **args}
-        ).first()
-        if row is None or row[2] != symbol:
-            return None
-        return _view(row)
+    # -- cancelling (reading: keyplane.exchange.history.OrderReads) -----------------------------
 
     def cancel(
         self,
@@ -438,7 +314,7 @@ class OrderService:
         with write(self.db) as db:
             self._lock_market(db, market.symbol)
             self._check_deadline(not_after_s, "cancel")
-            view = self._find(db.conn, user_id, market.symbol, order_id, client_id)
+            view = self._find(db, user_id, market.symbol, order_id, client_id)
             if view is None:
                 raise CancelRejected("Unknown order sent.")
             if not view.is_open:
@@ -449,7 +325,7 @@ class OrderService:
             assert row is not None
             remaining = int(row[0])
             now = int(self.clock() * 1000)
-            db.execute(_BOOK_DELETE, {"id": view.id})
+            db.execute(BOOK_DELETE, {"id": view.id})
             view.status, view.updated_ms = "CANCELED", now
             args = {"q": view.executed_qty, "c": view.cum_quote, "st": "CANCELED", "t": now, "id": view.id}
             db.execute(_TAKER_ORDER, args)
@@ -459,62 +335,3 @@ class OrderService:
             journal.move(f"order:{view.id}", asset, L.locked(user_id), L.available(user_id), held)
             journal.apply(db)
             return view
-
-    def get(self, user_id: int, market: Market, order_id: int | None, client_id: str | None) -> OrderView:
-        with self.db.read() as session:
-            view = self._find(session.connection(), user_id, market.symbol, order_id, client_id)
-        if view is None:
-            raise OrderNotFound()
-        return view
-
-    def open_orders(self, user_id: int, symbol: str | None) -> list[OrderView]:
-        sql = f"SELECT {_ORDER_COLS} FROM ex_orders WHERE id IN (SELECT order_id FROM ex_book WHERE user_id = :u"
-        args: dict[str, object] = {"u": user_id}
-        if symbol:
-            sql += " AND symbol = :s"
-            args["s"] = symbol
-        with self.db.read() as session:
-            rows = session.connection().execute(text(sql + ") ORDER BY id"), args).all()
-        return [_view(r) for r in rows]
-
-    def recent_orders(self, user_id: int, limit: int = 50) -> list[OrderView]:
-        """The account's latest orders across markets, newest first."""
-        sql = f"SELECT {_ORDER_COLS} FROM ex_orders WHERE user_id = :u ORDER BY id DESC LIMIT :n"
-        with self.db.read() as session:
-            rows = session.connection().execute(text(sql), {"u": user_id, "n": limit}).all()
-        return [_view(r) for r in rows]
-
-    def all_orders(self, user_id: int, symbol: str, limit: int = 500) -> list[OrderView]:
-        sql = f"SELECT {_ORDER_COLS} FROM ex_orders WHERE user_id = :u AND symbol = :s ORDER BY id DESC LIMIT :n"
-        with self.db.read() as session:
-            rows = session.connection().execute(text(sql), {"u": user_id, "s": symbol, "n": limit}).all()
-        return [_view(r) for r in reversed(rows)]
-
-    def my_trades(
-        self,
-        user_id: int,
-        symbol: str,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        from_id: int | None = None,
-        order_id: int | None = None,
-        limit: int = 500,
-    ) -> list[dict[str, object]]:
-        where = ["user_id = :u", "symbol = :s"]
-        args: dict[str, object] = {"u": user_id, "s": symbol, "n": limit}
-        for cond, name, value in (
-            ("trade_id >= :f", "f", from_id), ("ts >= :a", "a", start_ms), ("ts <= :b", "b", end_ms),
-            ("order_id = :o", "o", order_id),
-        ):  # fmt: skip
-            if value is not None:
-                where.append(cond)
-                args[name] = value
-        ascending = from_id is not None or start_ms is not None
-        cols = "trade_id, order_id, price, qty, quote_qty, commission, commission_asset, ts, is_buyer, is_maker, id"
-        order = "ASC" if ascending else "DESC"
-        sql = f"SELECT {cols} FROM ex_fills WHERE {' AND '.join(where)} ORDER BY trade_id {order}, id LIMIT :n"
-        with self.db.read() as session:
-            rows = session.connection().execute(text(sql), args).all()
-        out = [dict(r._mapping) for r in rows]
-        return out if ascending else out[::-1]

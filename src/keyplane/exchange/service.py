@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import text
-
 from keyplane.db import Database
 from keyplane.exchange.batching import GroupCommit
 from keyplane.exchange.errors import UnknownSymbol
 from keyplane.exchange.marketdata import MarketData
 from keyplane.exchange.markets import Asset, Market, load_config
 from keyplane.exchange.orders import OrderService
+from keyplane.exchange.sql import read, write
 from keyplane.exchange.wallet import WalletService
 from keyplane.settings import Settings
 
@@ -48,14 +47,10 @@ class ExchangeService:
         return cls(db, assets, markets, withdraw_step_s=settings.withdraw_step_s, demo=settings.demo)
 
     def _ensure_market_rows(self) -> None:
-        with self.db.transaction() as session:
-            conn = session.connection()
-            have = set(conn.execute(text("SELECT symbol FROM ex_markets")).scalars())
+        with write(self.db) as db:
+            have = {r[0] for r in db.all("SELECT symbol FROM ex_markets")}
             missing = [{"s": s} for s in self.markets if s not in have]
-            if missing:
-                conn.execute(
-                    text("INSERT INTO ex_markets (symbol, trade_seq) VALUES (:s, 0) ON CONFLICT DO NOTHING"), missing
-                )
+            db.many("INSERT INTO ex_markets (symbol, trade_seq) VALUES (:s, 0) ON CONFLICT DO NOTHING", missing)
 
     def market(self, symbol: str) -> Market:
         market = self.markets.get(symbol.upper())
@@ -65,12 +60,8 @@ class ExchangeService:
 
     def balances(self, user_id: int) -> dict[str, tuple[int, int]]:
         """asset -> (available, locked) in base units, for every listed asset."""
-        with self.db.read() as session:
-            rows = (
-                session.connection()
-                .execute(text("SELECT asset, available, locked FROM ex_balances WHERE user_id = :u"), {"u": user_id})
-                .all()
-            )
+        with read(self.db) as db:
+            rows = db.all("SELECT asset, available, locked FROM ex_balances WHERE user_id = :u", {"u": user_id})
         out = dict.fromkeys(self.assets, (0, 0))
         for asset, avail, locked in rows:
             out[asset] = (int(avail), int(locked))

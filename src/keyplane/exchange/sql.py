@@ -1,9 +1,12 @@
-"""Plain SQL on the DBAPI cursor of a SQLAlchemy connection, for the matching hot path.
+"""Plain SQL on the DBAPI cursor of a SQLAlchemy connection: the one SQL style of exchange/.
 
 SQLAlchemy's per-statement bookkeeping costs more than SQLite takes to run an indexed statement,
 and an order runs several. The statements here are written once with ``:name`` parameters (the
 form sqlite3 takes) and translated to ``%(name)s`` for psycopg. They run on the same connection,
 so inside the caller's transaction; transactions, pooling and error translation stay SQLAlchemy's.
+Every statement of the exchange goes through :class:`Raw`: :func:`write` and :func:`read` open a
+transaction for it, and ``Raw(session.connection())`` joins a session's (when an audit event must
+commit with the change).
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ def write(db: Database) -> Iterator[Raw]:
             yield Raw(conn)
     except UNAVAILABLE_ERRORS as e:
         raise ServiceUnavailable("the database is unavailable") from e
+
+
+@contextmanager
+def read(db: Database) -> Iterator[Raw]:
+    """One read-only transaction (``Database.read()``: never commits), as a ``Raw`` cursor."""
+    with db.read() as session:
+        raw = Raw(session.connection())
+        try:
+            yield raw
+        finally:
+            raw.close()
 
 
 _write_engines: dict[int, Engine] = {}

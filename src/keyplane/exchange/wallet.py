@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import exc, text
+from sqlalchemy import exc
 
 from keyplane.accounts.stepup import StepUp, require_step_up
 from keyplane.audit.events import EventType
@@ -24,7 +24,6 @@ from keyplane.audit.service import record
 from keyplane.db import Database
 from keyplane.errors import NotFound
 from keyplane.exchange import ledger as L
-from keyplane.exchange import models as m
 from keyplane.exchange.errors import (
     BadParameter,
     InvalidAddress,
@@ -33,13 +32,39 @@ from keyplane.exchange.errors import (
 )
 from keyplane.exchange.markets import Asset, plain, to_units
 from keyplane.exchange.orders import RecvWindowPassed
-from keyplane.exchange.sql import Raw
+from keyplane.exchange.rows import AllowedAddress, Deposit, Withdrawal
+from keyplane.exchange.sql import Raw, read, write
 from keyplane.keys.format import mask
 from keyplane.parsing import INT64_MAX
 
 AWAITING, PROCESSING, COMPLETED = 2, 4, 6
 _ALLOWLIST_STEP_UP = "changing the withdrawal address allowlist needs a fresh TOTP code"
 DAY_MS = 86_400_000
+
+_INSERT_DEPOSIT = (
+    "INSERT INTO ex_deposits (user_id, coin, network, amount, address, tx_id, source, status, ts) "
+    "VALUES (:user_id, :coin, :network, :amount, :address, :tx_id, :source, :status, :ts) RETURNING id"
+)
+_INSERT_WITHDRAWAL = (
+    "INSERT INTO ex_withdrawals (id, user_id, key_id, coin, network, address, address_tag, amount, fee, status, "
+    "tx_id, apply_ms, update_ms, complete_ms) VALUES (:id, :user_id, :key_id, :coin, :network, :address, "
+    ":address_tag, :amount, :fee, :status, :tx_id, :apply_ms, :update_ms, :complete_ms)"
+)
+_INSERT_ADDRESS = (
+    "INSERT INTO ex_withdraw_addresses (user_id, coin, address, label, created_ms) "
+    "VALUES (:user_id, :coin, :address, :label, :created_ms) RETURNING id"
+)
+_WITHDRAWN_SINCE = (
+    "SELECT COALESCE(SUM(amount), 0) FROM ex_withdrawals WHERE key_id = :k AND coin = :c AND apply_ms > :since"
+)
+_ADVANCE = (
+    "UPDATE ex_withdrawals SET status = :n, update_ms = :t, tx_id = CASE WHEN :tx = '' THEN tx_id ELSE :tx END, "
+    "complete_ms = CASE WHEN :n = 6 THEN :t ELSE complete_ms END WHERE id = :id AND status = :o"
+)
+_DEPOSIT_COLS = "id, coin, network, amount, address, tx_id, status, ts"
+_WITHDRAWAL_COLS = (
+    "id, coin, network, address, address_tag, amount, fee, status, tx_id, apply_ms, update_ms, complete_ms"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +107,17 @@ class WalletService:
         now = self._now()
         tx_id = "kp" + secrets.token_hex(31)
         with self.db.transaction() as session:
-            conn = session.connection()
-            dep_id = conn.execute(
-                m.deposits.insert().returning(m.deposits.c.id),
+            db = Raw(session.connection())
+            row = db.one(
+                _INSERT_DEPOSIT,
                 {"user_id": user_id, "coin": asset.name, "network": asset.network, "amount": units,
                  "address": f"keyplane:{user_id}", "tx_id": tx_id, "source": source, "status": 1, "ts": now},
-            ).scalar_one()  # fmt: skip
+            )  # fmt: skip
+            assert row is not None
+            dep_id = int(row[0])
             j = L.Journal(now)
             j.move(f"deposit:{dep_id}", asset.name, L.EXTERNAL, L.available(user_id), units)
-            j.apply(Raw(conn))
+            j.apply(db)
             record(
                 session, EventType.DEPOSIT_CREDITED, actor=actor, user_id=user_id,
                 data={"deposit_id": int(dep_id), "coin": asset.name, "amount": asset.fmt(units), "source": source},
@@ -135,20 +162,16 @@ class WalletService:
         now = self._now()
         wid = secrets.token_hex(16)
         with self.db.transaction() as session:
-            conn = session.connection()
+            db = Raw(session.connection())
             # Debit first: on PostgreSQL that row lock serialises this user's withdrawals, so the cap
             # and allowlist checks below see every earlier withdrawal.
             j = L.Journal(now)
             j.move(f"withdrawal:{wid}", asset.name, L.available(user_id), L.WITHDRAWING, units + asset.withdraw_fee)
-            j.apply(Raw(conn))
+            j.apply(db)
             if daily_cap is not None and key_id is not None:
-                used = conn.execute(
-                    text(
-                        "SELECT COALESCE(SUM(amount), 0) FROM ex_withdrawals WHERE key_id = :k AND coin = :c "
-                        "AND apply_ms > :since"
-                    ),
-                    {"k": key_id, "c": asset.name, "since": now - DAY_MS},
-                ).scalar_one()
+                total = db.one(_WITHDRAWN_SINCE, {"k": key_id, "c": asset.name, "since": now - DAY_MS})
+                assert total is not None
+                used = total[0]
                 # A cap past any 64-bit amount (stored before caps were bounded) caps nothing, and is
                 # never expanded into its digits.
                 cap = (
@@ -161,21 +184,20 @@ class WalletService:
                         f"{asset.name} already withdrawn in the last 24 hours, and this request asks for "
                         f"{plain(Decimal(units).scaleb(-asset.decimals))} more."
                     )
-            allowed = (
-                conn.execute(
-                    text("SELECT address FROM ex_withdraw_addresses WHERE user_id = :u AND coin = :c"),
+            allowed = [
+                r[0]
+                for r in db.all(
+                    "SELECT address FROM ex_withdraw_addresses WHERE user_id = :u AND coin = :c",
                     {"u": user_id, "c": asset.name},
                 )
-                .scalars()
-                .all()
-            )
-            if self.has_allowlist(conn, user_id) and address not in allowed:
+            ]
+            if self.has_allowlist(db, user_id) and address not in allowed:
                 raise InvalidAddress(
                     f"Invalid address: {address[:100]} is not on this account's {asset.name} withdrawal address "
                     "allowlist; add it in the console (needs a TOTP code)."
                 )
-            conn.execute(
-                m.withdrawals.insert(),
+            db.execute(
+                _INSERT_WITHDRAWAL,
                 {"id": wid, "user_id": user_id, "key_id": key_id, "coin": asset.name, "network": asset.network,
                  "address": address, "address_tag": req.address_tag, "amount": units, "fee": asset.withdraw_fee,
                  "status": AWAITING, "tx_id": "", "apply_ms": now, "update_ms": now, "complete_ms": None},
@@ -190,57 +212,37 @@ class WalletService:
         return wid
 
     @staticmethod
-    def has_allowlist(conn: object, user_id: int) -> bool:
-        return (
-            conn.execute(  # type: ignore[attr-defined]
-                text("SELECT 1 FROM ex_withdraw_addresses WHERE user_id = :u LIMIT 1"), {"u": user_id}
-            ).first()
-            is not None
-        )
+    def has_allowlist(db: Raw, user_id: int) -> bool:
+        return db.one("SELECT 1 FROM ex_withdraw_addresses WHERE user_id = :u LIMIT 1", {"u": user_id}) is not None
 
     def advance(self) -> int:
         """Move due withdrawals one step along; returns how many moved."""
         now = self._now()
         due = now - self.step_ms
         moved = 0
-        with self.db.read() as session:  # the common case, nothing due, takes no write lock
+        with read(self.db) as db:  # the common case, nothing due, takes no write lock
             if (
-                session.connection()
-                .execute(
-                    text("SELECT 1 FROM ex_withdrawals WHERE status IN (2, 4) AND update_ms <= :d LIMIT 1"), {"d": due}
-                )
-                .first()
+                db.one("SELECT 1 FROM ex_withdrawals WHERE status IN (2, 4) AND update_ms <= :d LIMIT 1", {"d": due})
                 is None
             ):
                 return 0
-        with self.db.transaction() as session:
-            conn = session.connection()
-            rows = conn.execute(
-                text(
-                    "SELECT id, status, coin, amount, fee FROM ex_withdrawals "
-                    "WHERE status IN (2, 4) AND update_ms <= :d"
-                ),
+        with write(self.db) as db:
+            rows = db.all(
+                "SELECT id, status, coin, amount, fee FROM ex_withdrawals WHERE status IN (2, 4) AND update_ms <= :d",
                 {"d": due},
-            ).all()
+            )
             j = L.Journal(now)
             for wid, status, coin, amount, fee in rows:
                 new = PROCESSING if status == AWAITING else COMPLETED
                 tx = "0x" + secrets.token_hex(32) if new == COMPLETED else ""
-                won = conn.execute(
-                    text(
-                        "UPDATE ex_withdrawals SET status = :n, update_ms = :t, tx_id = CASE WHEN :tx = '' THEN tx_id "
-                        "ELSE :tx END, complete_ms = CASE WHEN :n = 6 THEN :t ELSE complete_ms END "
-                        "WHERE id = :id AND status = :o"
-                    ),
-                    {"n": new, "t": now, "tx": tx, "id": wid, "o": status},
-                ).rowcount  # type: ignore[attr-defined]
+                won = db.rowcount(_ADVANCE, {"n": new, "t": now, "tx": tx, "id": wid, "o": status})
                 if won != 1:
                     continue
                 moved += 1
                 if new == COMPLETED:
                     j.move(f"withdrawal:{wid}", coin, L.WITHDRAWING, L.EXTERNAL, int(amount))
                     j.move(f"withdrawal:{wid}", coin, L.WITHDRAWING, L.FEES, int(fee))
-            j.apply(Raw(conn))
+            j.apply(db)
         return moved
 
     # -- history ---------------------------------------------------------------------------------
@@ -255,55 +257,40 @@ class WalletService:
     def deposits(
         self, user_id: int, *, coin: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
         limit: int = 1000, offset: int = 0,
-    ) -> list[dict[str, object]]:  # fmt: skip
+    ) -> list[Deposit]:  # fmt: skip
         start, end = self._window(start_ms, end_ms)
-        sql = (
-            "SELECT id, coin, network, amount, address, tx_id, status, ts FROM ex_deposits "
-            "WHERE user_id = :u AND ts >= :a AND ts <= :b"
-        )
+        sql = f"SELECT {_DEPOSIT_COLS} FROM ex_deposits WHERE user_id = :u AND ts >= :a AND ts <= :b"
         args: dict[str, object] = {"u": user_id, "a": start, "b": end, "n": limit, "o": offset}
         if coin:
             sql += " AND coin = :c"
             args["c"] = coin.upper()
-        with self.db.read() as session:
-            rows = session.connection().execute(text(sql + " ORDER BY ts DESC, id DESC LIMIT :n OFFSET :o"), args).all()
-        return [dict(r._mapping) for r in rows]
+        with read(self.db) as db:
+            rows = db.all(sql + " ORDER BY ts DESC, id DESC LIMIT :n OFFSET :o", args)
+        return [Deposit(*r) for r in rows]
 
     def withdrawals(
         self, user_id: int, *, coin: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
         limit: int = 1000, offset: int = 0,
-    ) -> list[dict[str, object]]:  # fmt: skip
+    ) -> list[Withdrawal]:  # fmt: skip
         start, end = self._window(start_ms, end_ms)
-        sql = (
-            "SELECT id, coin, network, address, address_tag, amount, fee, status, tx_id, apply_ms, update_ms, "
-            "complete_ms FROM ex_withdrawals WHERE user_id = :u AND apply_ms >= :a AND apply_ms <= :b"
-        )
+        sql = f"SELECT {_WITHDRAWAL_COLS} FROM ex_withdrawals WHERE user_id = :u AND apply_ms >= :a AND apply_ms <= :b"
         args: dict[str, object] = {"u": user_id, "a": start, "b": end, "n": limit, "o": offset}
         if coin:
             sql += " AND coin = :c"
             args["c"] = coin.upper()
-        with self.db.read() as session:
-            rows = (
-                session.connection().execute(text(sql + " ORDER BY apply_ms DESC, id LIMIT :n OFFSET :o"), args).all()
-            )
-        return [dict(r._mapping) for r in rows]
+        with read(self.db) as db:
+            rows = db.all(sql + " ORDER BY apply_ms DESC, id LIMIT :n OFFSET :o", args)
+        return [Withdrawal(*r) for r in rows]
 
     # -- the address allowlist -------------------------------------------------------------------
 
-    def list_addresses(self, user_id: int) -> list[dict[str, object]]:
-        with self.db.read() as session:
-            rows = (
-                session.connection()
-                .execute(
-                    text(
-                        "SELECT id, coin, address, label, created_ms FROM ex_withdraw_addresses "
-                        "WHERE user_id = :u ORDER BY id"
-                    ),
-                    {"u": user_id},
-                )
-                .all()
+    def list_addresses(self, user_id: int) -> list[AllowedAddress]:
+        with read(self.db) as db:
+            rows = db.all(
+                "SELECT id, coin, address, label, created_ms FROM ex_withdraw_addresses WHERE user_id = :u ORDER BY id",
+                {"u": user_id},
             )
-        return [dict(r._mapping) for r in rows]
+        return [AllowedAddress(*r) for r in rows]
 
     def add_address(
         self, user_id: int, coin: str, address: str, label: str = "", *, step_up: StepUp | None
@@ -321,20 +308,18 @@ class WalletService:
         now = self._now()
         try:
             with self.db.transaction() as session:
-                new_id = (
-                    session.connection()
-                    .execute(
-                        m.withdraw_addresses.insert().returning(m.withdraw_addresses.c.id),
-                        {
-                            "user_id": user_id,
-                            "coin": asset.name,
-                            "address": address,
-                            "label": label[:64],
-                            "created_ms": now,
-                        },
-                    )
-                    .scalar_one()
+                row = Raw(session.connection()).one(
+                    _INSERT_ADDRESS,
+                    {
+                        "user_id": user_id,
+                        "coin": asset.name,
+                        "address": address,
+                        "label": label[:64],
+                        "created_ms": now,
+                    },
                 )
+                assert row is not None
+                new_id = row[0]
                 record(session, EventType.WITHDRAW_ADDRESS_ADDED, actor=f"user:{user_id}", user_id=user_id,
                        data={"coin": asset.name, "address": address})  # fmt: skip
         except exc.IntegrityError as e:
@@ -344,14 +329,9 @@ class WalletService:
     def remove_address(self, user_id: int, entry_id: int, *, step_up: StepUp | None) -> None:
         require_step_up(step_up, user_id, message=_ALLOWLIST_STEP_UP)
         with self.db.transaction() as session:
-            n = (
-                session.connection()
-                .execute(
-                    text("DELETE FROM ex_withdraw_addresses WHERE id = :i AND user_id = :u"),
-                    {"i": entry_id, "u": user_id},
-                )
-                .rowcount
-            )  # type: ignore[attr-defined]
+            n = Raw(session.connection()).rowcount(
+                "DELETE FROM ex_withdraw_addresses WHERE id = :i AND user_id = :u", {"i": entry_id, "u": user_id}
+            )
             if n != 1:
                 raise NotFound("no such allowlist entry")
             record(session, EventType.WITHDRAW_ADDRESS_REMOVED, actor=f"user:{user_id}", user_id=user_id,

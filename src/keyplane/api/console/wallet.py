@@ -185,7 +185,7 @@ class StepUpIn(BaseModel):
 @api.get("")
 def list_addresses(request: Request, user: ApiUser) -> list[dict[str, Any]]:
     """The account's withdrawal address allowlist. Empty: withdrawals may go to any valid address."""
-    return _exchange(request).wallet.list_addresses(user.id)
+    return [a.as_dict() for a in _exchange(request).wallet.list_addresses(user.id)]
 
 
 @api.post("", status_code=201)

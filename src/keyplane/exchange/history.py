@@ -1,0 +1,134 @@
+"""Orders and an account's fills as stored, read back: what :class:`OrderService` answers for
+``GET /api/v3/order``, ``openOrders``, ``allOrders`` and ``myTrades``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from keyplane.db import Database
+from keyplane.exchange.errors import OrderNotFound
+from keyplane.exchange.markets import Market
+from keyplane.exchange.rows import AccountTrade
+from keyplane.exchange.sql import Raw, read
+
+OPEN = ("NEW", "PARTIALLY_FILLED")
+
+
+@dataclass(slots=True)
+class OrderView:
+    """An order as stored, plus (after placement) the taker's own fills."""
+
+    id: int
+    user_id: int
+    symbol: str
+    side: str
+    type: str
+    tif: str
+    price: int
+    orig_qty: int
+    orig_quote_qty: int
+    executed_qty: int
+    cum_quote: int
+    status: str
+    client_order_id: str
+    stp: str
+    created_ms: int
+    updated_ms: int
+    fills: list[dict[str, int | str]] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN
+
+
+def view_of(row: Sequence[object]) -> OrderView:
+    return OrderView(*row)  # type: ignore[arg-type]
+
+
+ORDER_COLS = (
+    "id, user_id, symbol, side, type, tif, price, orig_qty, orig_quote_qty, executed_qty, cum_quote, status, "
+    "client_order_id, stp, created_ms, updated_ms"
+)
+
+
+class OrderReads:
+    """The read side of :class:`~keyplane.exchange.orders.OrderService` (a mixin: it reads ``self.db``)."""
+
+    db: Database
+
+    def _find(
+        self, db: Raw, user_id: int, symbol: str, order_id: int | None, client_id: str | None
+    ) -> OrderView | None:
+        args: dict[str, object]
+        if order_id is not None:
+            sql, args = "id = :v", {"v": order_id}
+        else:
+            sql, args = "client_order_id = :v", {"v": client_id}
+        row = db.one(f"SELECT {ORDER_COLS} FROM ex_orders WHERE user_id = :u AND {sql}", {"u": user_id, **args})
+        if row is None or row[2] != symbol:
+            return None
+        return view_of(row)
+
+    def get(self, user_id: int, market: Market, order_id: int | None, client_id: str | None) -> OrderView:
+        with read(self.db) as db:
+            view = self._find(db, user_id, market.symbol, order_id, client_id)
+        if view is None:
+            raise OrderNotFound()
+        return view
+
+    def open_orders(self, user_id: int, symbol: str | None) -> list[OrderView]:
+        sql = f"SELECT {ORDER_COLS} FROM ex_orders WHERE id IN (SELECT order_id FROM ex_book WHERE user_id = :u"
+        args: dict[str, object] = {"u": user_id}
+        if symbol:
+            sql += " AND symbol = :s"
+            args["s"] = symbol
+        with read(self.db) as db:
+            rows = db.all(sql + ") ORDER BY id", args)
+        return [view_of(r) for r in rows]
+
+    def recent_orders(self, user_id: int, limit: int = 50) -> list[OrderView]:
+        """The account's latest orders across markets, newest first."""
+        sql = f"SELECT {ORDER_COLS} FROM ex_orders WHERE user_id = :u ORDER BY id DESC LIMIT :n"
+        with read(self.db) as db:
+            rows = db.all(sql, {"u": user_id, "n": limit})
+        return [view_of(r) for r in rows]
+
+    def all_orders(self, user_id: int, symbol: str, limit: int = 500) -> list[OrderView]:
+        sql = f"SELECT {ORDER_COLS} FROM ex_orders WHERE user_id = :u AND symbol = :s ORDER BY id DESC LIMIT :n"
+        with read(self.db) as db:
+            rows = db.all(sql, {"u": user_id, "s": symbol, "n": limit})
+        return [view_of(r) for r in reversed(rows)]
+
+    def my_trades(
+        self,
+        user_id: int,
+        symbol: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        from_id: int | None = None,
+        order_id: int | None = None,
+        limit: int = 500,
+    ) -> list[AccountTrade]:
+        where = ["user_id = :u", "symbol = :s"]
+        args: dict[str, object] = {"u": user_id, "s": symbol, "n": limit}
+        for cond, name, value in (
+            ("trade_id >= :f", "f", from_id), ("ts >= :a", "a", start_ms), ("ts <= :b", "b", end_ms),
+            ("order_id = :o", "o", order_id),
+        ):  # fmt: skip
+            if value is not None:
+                where.append(cond)
+                args[name] = value
+        ascending = from_id is not None or start_ms is not None
+        cols = "trade_id, order_id, price, qty, quote_qty, commission, commission_asset, ts, is_buyer, is_maker, id"
+        order = "ASC" if ascending else "DESC"
+        sql = f"SELECT {cols} FROM ex_fills WHERE {' AND '.join(where)} ORDER BY trade_id {order}, id LIMIT :n"
+        with read(self.db) as db:
+            rows = db.all(sql, args)
+        out = [
+            AccountTrade(tid, oid, p, q, qq, fee, fee_asset, ts, bool(buyer), bool(maker), i)
+            for tid, oid, p, q, qq, fee, fee_asset, ts, buyer, maker, i in rows
+        ]
+        return out if ascending else out[::-1]
