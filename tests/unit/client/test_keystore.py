@@ -3,6 +3,7 @@ writes under SIGKILL, and no secret in a repr, a log or a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -128,22 +129,39 @@ WRITER = textwrap.dedent(
     for n in range(300):
         ks.put(Profile(f"p{n}", api_key=Secret("kp_live_x" * 20), secret=Secret("s" * 8000)))
     data = ks.render()  # about 3.5 MB: most of the loop's time is spent writing it
-    print("ready", flush=True)
+    print("ready", len(data), flush=True)
     while True:
         atomic_write(path, data)
     """
 )
 
 
+def _wait_for_temporary_file(folder: Path, at_least: int, proc: subprocess.Popen[bytes]) -> None:
+    """Poll until a temporary file of ``atomic_write`` in ``folder`` holds ``at_least`` bytes (a
+    write is under way). A write takes milliseconds, hence the short interval."""
+    deadline = time.monotonic() + 20
+    while True:
+        for tmp in folder.glob(".ks.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+                if tmp.stat().st_size >= at_least:
+                    return
+        assert proc.poll() is None, f"the writer exited ({proc.returncode})"
+        assert time.monotonic() < deadline, f"no temporary file of {at_least} bytes within 20 s"
+        time.sleep(0.001)
+
+
 def test_a_writer_killed_mid_write_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
     path = tmp_path / "ks"
     make(path)
     leftovers = 0
-    for attempt in range(6):
+    attempts = 6
+    for attempt in range(attempts):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE)
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.15 + 0.11 * attempt)
+        word, size = proc.stdout.readline().split()
+        assert word == b"ready"
+        # Kill it mid-write, each attempt further into the file: once a temporary file holds this much.
+        _wait_for_temporary_file(tmp_path, int(size) * attempt // attempts, proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         ks = Keystore.open(path, "correct horse")  # never a mix: it opens and verifies
