@@ -63,9 +63,6 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     db = Database(settings)
     try:
         return _build(settings, db, migrate)
-    except StartupError:
-        db.dispose()
-        raise
     except OSError as e:
         db.dispose()
         where = e.filename or settings.data_dir
@@ -73,6 +70,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     except (exc.SQLAlchemyError, ServiceUnavailable) as e:
         db.dispose()
         raise StartupError(f"cannot use {db.describe()}: {_one_line(e)}") from e
+    except BaseException:  # StartupError, a master-key error...: no pooled connection outlives it
+        db.dispose()
+        raise
 
 
 def _build(settings: Settings, db: Database, migrate: bool) -> Services:
