@@ -108,3 +108,30 @@ def test_a_signed_order_is_not_accepted_again_after_a_restart(node_env, tmp_path
         assert _send(srv, body, headers).status_code == 400
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_an_overlapping_restart_does_not_accept_an_order_twice(node_env, tmp_path, stop):
+    """A replacement started while the old server runs (one data dir, no Redis) is refused in one
+    line; once the old one has gone, cleanly or not, the replacement refuses the order it accepted."""
+    key, secret = _key(node_env)
+    old = start_process(node_env, tmp_path / "old.log")
+    new = None
+    try:
+        body, headers = _signed_order(key, secret)
+        first = _send(old, body, headers)
+        assert first.status_code == 200, first.text
+        with pytest.raises(RuntimeError) as refused:  # the replacement comes up first...
+            start_process(node_env, tmp_path / "new.log")
+        assert "another keyplane server (pid" in str(refused.value)
+        assert "Traceback" not in str(refused.value)
+        _stop(old, stop)  # ...then the old process goes away, and the next start holds the lock
+        new = start_process(node_env, tmp_path / "new2.log")
+        again = _send(new, body, headers)
+        assert again.status_code in (400, 401), (
+            f"the order the old process accepted was accepted again by its replacement: {again.text}"
+        )
+    finally:
+        old.stop()
+        if new is not None:
+            new.stop()
