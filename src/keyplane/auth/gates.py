@@ -1,20 +1,7 @@
-"""The request gate: replay guard and rate limits behind one call, after the signature is verified.
-
-:class:`RequestGate` is the contract; :class:`MemoryGate` answers from memory (one node),
-:class:`RedisGate` in a single round trip for several nodes, :class:`OpenGate` admits everything
-(tests of other stages, benchmarks).
-
-Both do the same four things, with the ``limits`` library's fixed-window counters:
-
-- **replay guard**: a token (an httpsig nonce, or the bytes of a binance signature) is remembered
-  per key within its TTL, with what it may repeat as: a state-changing request's token is accepted
-  once, a read's token again only on the same method and route (a client may repeat a read, but
-  never turn a read's signature into a cancel);
-- **rate limits** per API key and per client IP, where a route costs its ``RouteRule.weight``;
-- a rate limit per client IP on public (unsigned) routes;
-- **temporary lockout**: ``lockout_failures`` failed authentications from one IP within
-  ``lockout_window_s`` lock that IP out for ``lockout_s``. Only the IP: the key's owner, calling
-  from anywhere else, is not affected.
+"""The request gate's backends: :class:`MemoryGate` answers from memory (one node),
+:class:`RedisGate` in a single round trip for several nodes, and :func:`build_gate` picks one.
+The contract they keep (``RequestGate``), what they answer (``Admission``) and the limits and
+lockouts they share are in ``auth/admission.py``.
 
 :class:`RedisGate` answers a signed request in **one** Redis round trip and one command: a Lua
 script (``EVALSHA``) that probes the lockout, does the replay ``SET NX PX`` and increments both
@@ -34,120 +21,18 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import limits
 from limits.storage import MemoryStorage, RedisStorage
 
-from keyplane.auth.errors import AuthUnavailable, IpLockedOut, RateLimited, ReplayDetected
+from keyplane.auth.admission import MAX_TRACKED, Admission, Lockouts, Policy
+from keyplane.auth.errors import AuthUnavailable, IpLockedOut, ReplayDetected
 from keyplane.auth.routes import RouteRule
 from keyplane.settings import Settings
 
 log = logging.getLogger("keyplane.auth")
 
-
-class Admission(NamedTuple):
-    """Rate-limit state for response headers; ``None`` fields mean "not tracked".
-
-    A named tuple rather than a frozen dataclass: one is made per signed request, and a frozen
-    dataclass's ``__init__`` costs several times as much."""
-
-    limit: int | None = None
-    used: int | None = None
-    reset_s: int | None = None
-
-
-class RequestGate(Protocol):
-    # True when the gate answers from memory: the pipeline then calls :meth:`admit_now` and spares
-    # the request a coroutine. A gate that does I/O (Redis) sets it False and is awaited instead.
-    in_process: bool
-    # Epoch seconds: a request signed before this can't be checked against the replay tokens seen
-    # before this process started, so the pipeline refuses it where a replay check applies.
-    replay_since_s: float
-
-    def admit_now(
-        self,
-        key_id: str,
-        client_ip: str,
-        rule: RouteRule,
-        replay_token: str | None,
-        replay_ttl_s: float,
-        repeatable_as: str | None = None,
-    ) -> Admission:
-        """:meth:`admit`, synchronously, for a caller that has just checked :meth:`locked_out`; only
-        called when ``in_process`` is True."""
-        ...
-
-    async def admit(
-        self,
-        *,
-        key_id: str,
-        client_ip: str,
-        rule: RouteRule,
-        replay_token: str | None,
-        replay_ttl_s: float,
-        repeatable_as: str | None = None,
-    ) -> Admission:
-        """Admit the request or raise: a replayed token (ReplayDetected), a limit hit (RateLimited),
-        or a dependency down (AuthUnavailable). ``replay_token`` is None when no replay check applies.
-        A token is accepted once, or, with ``repeatable_as``, again only with the same value of it
-        (a read repeated on its own route), never after a use with another."""
-        ...
-
-    async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
-        """Count an unsigned request against the per-IP public limit, or raise RateLimited."""
-        ...
-
-    def locked_out(self, client_ip: str) -> float:
-        """Seconds left on this IP's lockout for repeated auth failures; 0 if none."""
-        ...
-
-    def note_failure(self, client_ip: str) -> None:
-        """Count one failed authentication from this IP towards a lockout."""
-        ...
-
-
-_UNTRACKED = Admission()
-
-
-class OpenGate:
-    in_process = True
-    replay_since_s = 0.0
-
-    def admit_now(
-        self,
-        key_id: str,
-        client_ip: str,
-        rule: RouteRule,
-        replay_token: str | None,
-        replay_ttl_s: float,
-        repeatable_as: str | None = None,
-    ) -> Admission:
-        return _UNTRACKED
-
-    async def admit(
-        self,
-        *,
-        key_id: str,
-        client_ip: str,
-        rule: RouteRule,
-        replay_token: str | None,
-        replay_ttl_s: float,
-        repeatable_as: str | None = None,
-    ) -> Admission:
-        return _UNTRACKED
-
-    async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
-        return _UNTRACKED
-
-    def locked_out(self, client_ip: str) -> float:
-        return 0.0
-
-    def note_failure(self, client_ip: str) -> None:
-        return None
-
-
-_MAX_TRACKED = 100_000  # bound on replay tokens / lockouts held in memory
 
 # KEYS: lockout, replay token ("" when none), key counter, IP counter
 # ARGV: replay TTL in ms ("0" = no replay check), weight, key window (s), IP window (s),
@@ -174,62 +59,6 @@ if ARGV[1] ~= '0' then
 end
 return {used, ip_used, ttl}
 """
-
-
-class _Policy:
-    """The configured limits, parsed once."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.per_key = limits.parse(settings.rate_limit_per_key)
-        self.per_ip = limits.parse(settings.rate_limit_per_ip)
-        self.public_ip = limits.parse(settings.rate_limit_public_per_ip)
-        self.failures = limits.RateLimitItemPerSecond(settings.lockout_failures, settings.lockout_window_s)
-        self.lockout_s = settings.lockout_s
-
-    def admission(self, used: int, reset_s: float) -> Admission:
-        return Admission(limit=self.per_key.amount, used=used, reset_s=max(0, math.ceil(reset_s)))
-
-    @staticmethod
-    def rejection(item: limits.RateLimitItem, used: int, reset_s: float, rule: RouteRule, what: str) -> RateLimited:
-        reset = max(1, math.ceil(reset_s))
-        if rule.dialect == "binance":
-            headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
-        else:
-            headers = {
-                "RateLimit-Limit": str(item.amount),
-                "RateLimit-Remaining": "0",
-                "RateLimit-Reset": str(reset),
-            }
-        return RateLimited(
-            f"Too much request weight used {what}: limit {item.amount} per {item.get_expiry()} s; "
-            f"retry after {reset} s",
-            reset_s,
-            headers,
-        )
-
-
-class _Lockouts:
-    """This process's view of locked-out IPs (monotonic deadlines)."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._until: dict[str, float] = {}
-        self._clock = clock
-
-    def left(self, ip: str) -> float:
-        until = self._until.get(ip)
-        if until is None:
-            return 0.0
-        left = until - self._clock()
-        if left <= 0:
-            del self._until[ip]
-            return 0.0
-        return left
-
-    def lock(self, ip: str, seconds: float) -> None:
-        if len(self._until) >= _MAX_TRACKED:
-            now = self._clock()
-            self._until = {k: v for k, v in self._until.items() if v > now}
-        self._until[ip] = self._clock() + seconds
 
 
 class _SweptMemoryStorage(MemoryStorage):
@@ -265,7 +94,7 @@ class MemoryGate:
     """In-process replay guard, limits and lockout, for one node."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.policy = _Policy(settings)
+        self.policy = Policy(settings)
         self.storage = _SweptMemoryStorage()
         self._next_sweep = 0.0
         self._clock = clock
@@ -275,7 +104,7 @@ class MemoryGate:
         # previous process saw (see auth/replaylog.py); 0 when this gate has seen them all.
         self.replay_since_s = 0.0
         self._next_purge = 0.0
-        self.lockouts = _Lockouts(clock)
+        self.lockouts = Lockouts(clock)
         # Read once for the per-request path: each limit's amount and window, and limits' key
         # names for each API key and client IP (limits builds the name anew on every call).
         p = self.policy
@@ -337,7 +166,7 @@ class MemoryGate:
             self.storage.sweep()
         name = self._names.get((kind, ident))
         if name is None:
-            if len(self._names) >= _MAX_TRACKED:
+            if len(self._names) >= MAX_TRACKED:
                 self._names.clear()
             name = self._names[kind, ident] = limit.item.key_for(kind, ident)
         counts, ends = self.storage.storage, self.storage.expirations
@@ -397,7 +226,7 @@ class RedisGate:
     def __init__(self, settings: Settings, client: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         import redis.asyncio as aioredis
 
-        self.policy = _Policy(settings)
+        self.policy = Policy(settings)
         self.redis = client or aioredis.Redis.from_url(
             settings.redis_url or "",
             socket_timeout=settings.redis_timeout_s,
@@ -410,7 +239,7 @@ class RedisGate:
         # limits' own fixed-window increment, for the single counters (public, failures).
         self._incr = self.redis.register_script(RedisStorage.SCRIPT_INCR_EXPIRE.decode("utf-8"))
         self._admit = self.redis.register_script(_ADMIT_LUA)
-        self.lockouts = _Lockouts(clock)
+        self.lockouts = Lockouts(clock)
         self._pending: set[asyncio.Task[None]] = set()
 
     def _counter(self, item: limits.RateLimitItem, *ids: str) -> str:

@@ -17,9 +17,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyplane.auth.admission import Admission
 from keyplane.auth.clientip import IPNetwork, client_ip
 from keyplane.auth.errors import AuthError, BodyTooLarge
-from keyplane.auth.gates import Admission
 from keyplane.auth.pipeline import Authenticator
 from keyplane.auth.routes import RouteRule, RouteTable
 from keyplane.errors import KeyplaneError

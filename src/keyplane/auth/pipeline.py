@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from keyplane.auth import errors as E
+from keyplane.auth.admission import Admission, OpenGate, RequestGate
 from keyplane.auth.dialects import binance, httpsig
-from keyplane.auth.gates import Admission, OpenGate, RequestGate
 from keyplane.auth.keycache import KeyCache, UsageRecorder, _Miss
 from keyplane.auth.request import SignedRequest
 from keyplane.auth.routes import RouteRule
