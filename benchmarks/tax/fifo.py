@@ -6,7 +6,7 @@ Builds a ledger of N trades (buys and sells of several assets against USDT, a qu
 a fee in the base asset, a quarter in USDT and, with ``--assets 8``, some in BNB), stores it in a
 SQLite ledger file, then times what ``keyplane tax report`` does (``reporter.make``): from opening
 the ledger file to having ``gains.csv`` and its summary written. The CPU time includes that of
-every process the report forks (one per asset when no trade reads a price). ``--one-process``
+every process the report forks (one per asset). ``--one-process``
 keeps the report in one process. Prints JSON, with the load average before and after the report.
 """
 
@@ -76,15 +76,17 @@ def main() -> None:
     p.add_argument("--trades", type=int, default=1_000_000)
     p.add_argument("--assets", type=int, default=5)
     p.add_argument("--method", default="fifo")
-    p.add_argument("--one-process", action="store_true", help="Do not split the report over two processes.")
+    p.add_argument("--one-process", action="store_true", help="Keep the report in one process.")
+    p.add_argument("--ledger", type=Path, help="Build the ledger here, or reuse it if it exists (to compare runs).")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "ledger.sqlite"
+        path = args.ledger or Path(tmp) / "ledger.sqlite"
         t0 = time.perf_counter()
-        trades = synthetic(args.trades, args.assets)
-        with Ledger(path) as lg:
-            lg.add_trades(trades)
-        del trades
+        if not path.exists():
+            trades = synthetic(args.trades, args.assets)
+            with Ledger(path) as lg:
+                lg.add_trades(trades)
+            del trades
         build = time.perf_counter() - t0
 
         # What ``keyplane tax report`` does: the ledger file in, gains.csv and its summary out.

@@ -8,9 +8,10 @@ from decimal import Decimal as D
 
 import pytest
 
-from keyplane.apps.tax.engine import TaxError, compute
+from keyplane.apps.tax.engine import TaxError
 from keyplane.apps.tax.model import Trade, Transfer
 from keyplane.apps.tax.report import in_year
+from kptest.taxkit import compute
 
 
 def ms(text: str) -> int:
@@ -209,18 +210,22 @@ def test_selling_more_than_held_is_counted_at_zero_cost_with_a_warning() -> None
 def test_report_csv_quotes_names_that_need_it(tmp_path) -> None:
     import csv
 
-    from keyplane.apps.tax import report
+    from keyplane.apps.tax import report, reporter
+    from keyplane.apps.tax.ledger import Ledger
 
     trades = [
         buy("1", "2025-01-10", "1", "10000", source='desk, "OTC"'),
         buy("2", "2025-06-01", "1", "20000", source="a"),
         sell("3", "2026-03-01", "1.5", "45000", "45", "USDT", source="a"),
     ]
-    result = compute(trades)
+    with Ledger(tmp_path / "ledger.sqlite") as lg:
+        lg.add_trades(trades)
     out = tmp_path / "gains.csv"
-    report.write(out, result.disposals)
+    done = reporter.make(tmp_path / "ledger.sqlite", out)
     with out.open(newline="") as f:
         parsed = list(csv.reader(f))
     assert parsed[0] == report.COLUMNS
-    assert parsed[1:] == [report.row(d) for d in result.disposals]
-    assert 'desk, "OTC":trade:1@2025-01-10:1:10000' in parsed[2][-1]
+    assert len(parsed) == 1 + done.rows == 3
+    # One sale, held long and short: the short part (half of lot 2) first, then lot 1.
+    assert [r[-1] for r in parsed[1:]] == ["a:trade:2@2025-06-01:0.5:10000", 'desk, "OTC":trade:1@2025-01-10:1:10000']
+    assert [r[9] for r in parsed[1:]] == ["a", "a"]

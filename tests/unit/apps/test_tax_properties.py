@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyplane.apps.tax.engine import compute
 from keyplane.apps.tax.model import Trade
 from keyplane.apps.tax.pools import METHODS
+from kptest.taxkit import compute
 
 amounts = st.decimals(min_value=D("0.001"), max_value=D("50"), places=3)
 prices = st.decimals(min_value=D("0.5"), max_value=D("1000"), places=2)

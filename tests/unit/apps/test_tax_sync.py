@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from keyplane.apps.tax.engine import TaxError
-from keyplane.apps.tax.ledger import SCHEMA_VERSION, Ledger
+from keyplane.apps.tax.ledger import Ledger
+from keyplane.apps.tax.ledgerfile import SCHEMA_VERSION
 from keyplane.apps.tax.sync import DEFAULT_SINCE_MS, Syncer
 
 NOW = 1_780_000_000_000

@@ -1,8 +1,8 @@
-"""Realised gains from a ledger of trades and transfers, in exact ``Decimal``.
+"""Realised gains from a ledger of trades and transfers, over scaled integers (``figures.py``).
 
 Every trade gives one asset (X) and receives another (Y), worth ``V`` in the report currency Q:
-the trade's cost when its quote is Q, else a price from the ledger's own Q-quoted trades. Q itself
-is money and has no lots; every other asset has a pool (``pools.py``).
+the trade's cost when its quote is Q, else a price from the ledger's own Q-quoted trades
+(``prices.py``). Q itself is money and has no lots; every other asset has a pool (``pools.py``).
 
 Fees:
 - a buy's fee is added to the cost of what was bought (a fee in the bought asset instead reduces
@@ -20,6 +20,12 @@ zero cost with a warning when no price is known.
 
 A disposal row is split by holding period: ``long`` when held more than ``long_term_days``.
 For each row ``gain == proceeds - cost`` exactly.
+
+Values never depend on the pools, so an engine can run the pools of some assets only (``mine``):
+given the values that need other assets' prices (``prices.resolve``), each asset's disposals are
+the same as in an engine that runs them all. Every disposal and warning carries a key, from its
+event's place in the ledger (``4 * key + 2``; a fee disposal ``+ 1``, a warning on prices ``+ 0``),
+so that the results of several engines merge into the order one engine gives.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
-from itertools import pairwise
 
 from keyplane.apps.money import CONTEXT
-from keyplane.apps.tax.model import ZERO, Trade, Transfer
-from keyplane.apps.tax.pools import POOLS, QUANTUM, Lot, Piece, Pool
+from keyplane.apps.tax.figures import text
+from keyplane.apps.tax.pools import EXACT, POOLS, Lot, Number, Piece, Pool, rnd, share
+from keyplane.apps.tax.prices import NeedsPrices, Resolved, Row, TransferRow, valuation
 
 DAY_MS = 86_400_000
 MATCH_WINDOW_MS = 7 * DAY_MS
@@ -48,10 +54,10 @@ class TaxError(Exception):
 class Disposal:
     ts: int
     asset: str
-    amount: Decimal
-    proceeds: Decimal
-    cost: Decimal
-    gain: Decimal
+    amount: int
+    proceeds: int
+    cost: int
+    gain: int
     term: str  # "short" | "long"
     kind: str  # "trade" | "fee" | "transfer-fee"
     source: str
@@ -62,244 +68,45 @@ class Disposal:
 
 @dataclass
 class Result:
+    """What an engine found, figures in units of ``10**-scale``; each list in its keys' order."""
+
     method: str
     quote: str
+    scale: int
     disposals: list[Disposal] = field(default_factory=list)
+    disposal_keys: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    holdings: dict[str, Decimal] = field(default_factory=dict)
+    warning_keys: list[int] = field(default_factory=list)
+    holdings: dict[str, int] = field(default_factory=dict)
     own_transfers: int = 0
-    scale: int = 0  # 0: figures are Decimal; else scaled integers (``scaled.py``)
 
 
-def match_transfers(transfers: Iterable[Transfer]) -> dict[tuple[str, str, str], tuple[str, str, str]]:
-    """Pairs (withdrawal -> deposit) of moves between the user's own accounts, by keys
-    ``(source, kind, id)``: same txid, else the same asset arriving (amount, or amount less fee)
-    in another account within 7 days."""
+def check_method(method: str) -> None:
+    if method not in POOLS:
+        raise TaxError(f"unknown tax method {method!r} (use one of: {', '.join(POOLS)})")
+
+
+Pairs = dict[int, int]  # the key of a withdrawal -> that of the deposit that matches it
+
+
+def match_transfers(transfers: Iterable[TransferRow]) -> Pairs:
+    """The moves between the user's own accounts: same txid, else the same asset arriving
+    (amount, or amount less fee) in another account within 7 days."""
     items = sorted(transfers, key=lambda t: (t.ts, t.kind, t.id))
     deposits = [t for t in items if t.kind == "deposit"]
-    used: set[tuple[str, str, str]] = set()
-    pairs: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+    used: set[int] = set()
+    pairs: Pairs = {}
     for w in (t for t in items if t.kind == "withdrawal"):
         for d in deposits:
-            dk = (d.source, d.kind, d.id)
-            if dk in used or d.asset != w.asset or d.source == w.source:
+            if d.key in used or d.asset != w.asset or d.source == w.source:
                 continue
             same_tx = bool(w.txid) and w.txid == d.txid
             near = w.ts - 3_600_000 <= d.ts <= w.ts + MATCH_WINDOW_MS
             if same_tx or (near and d.amount in (w.amount, w.amount - w.fee)):
-                used.add(dk)
-                pairs[(w.source, w.kind, w.id)] = dk
+                used.add(d.key)
+                pairs[w.key] = d.key
                 break
     return pairs
-
-
-class Engine:
-    def __init__(self, method: str, quote: str = "USDT", long_term_days: int = 365) -> None:
-        if method not in POOLS:
-            raise TaxError(f"unknown tax method {method!r} (use one of: {', '.join(POOLS)})")
-        self.method, self.quote, self.long_ms = method, quote.upper(), long_term_days * DAY_MS
-        self.pools: dict[str, Pool] = defaultdict(POOLS[method])
-        self.outside: dict[str, deque[Piece]] = defaultdict(deque)
-        self.prices: dict[str, tuple[Decimal, Decimal]] = {}
-        self.result = Result(method, self.quote)
-
-    # ---- helpers -------------------------------------------------------------------------------
-
-    def value_of(self, asset: str, amount: Decimal) -> Decimal | None:
-        if asset == self.quote:
-            return amount
-        last = self.prices.get(asset)
-        if last is None:
-            return None
-        value, units = last  # the last trade's value and units: the price, divided only when needed
-        return amount * value / units
-
-    def acquire(self, asset: str, lot_id: str, ts: int, amount: Decimal, cost: Decimal) -> None:
-        if asset != self.quote and amount > 0:
-            self.pools[asset].add(Lot(lot_id, ts, amount, cost.quantize(QUANTUM)))
-
-    def dispose(
-        self, asset: str, amount: Decimal, proceeds: Decimal, ts: int, kind: str, source: str, ref: str
-    ) -> None:
-        if asset == self.quote or amount <= 0:
-            return
-        pieces, short = self.pools[asset].take(amount)
-        if short > 0:
-            self.result.warnings.append(
-                f"{ref}: disposed of {short} {asset} more than the ledger holds; counted at zero cost"
-            )
-            pieces.append(Piece("unknown", ts, short, ZERO))
-        proceeds = proceeds.quantize(QUANTUM)
-        long_before = ts - self.long_ms  # acquired before this: held long-term
-        if len(pieces) == 1:
-            oldest = newest = pieces[0].acquired_ts
-        else:
-            stamps = [p.acquired_ts for p in pieces]
-            oldest, newest = min(stamps), max(stamps)
-        if (oldest < long_before) == (newest < long_before):
-            # The usual case: one holding period for the whole disposal.
-            cost = pieces[0].cost if len(pieces) == 1 else sum([p.cost for p in pieces], ZERO)
-            held = (ts - oldest) // DAY_MS
-            term = "long" if oldest < long_before else "short"
-            self.result.disposals.append(
-                Disposal(ts, asset, amount, proceeds, cost, proceeds - cost, term, kind, source, ref, pieces, int(held))
-            )
-            return
-        groups: dict[str, list[Piece]] = {"short": [], "long": []}
-        for p in pieces:
-            groups["long" if p.acquired_ts < long_before else "short"].append(p)
-        parts = [(term, ps) for term, ps in groups.items() if ps]
-        left = proceeds
-        for i, (term, ps) in enumerate(parts):
-            amt = sum((p.amount for p in ps), ZERO)
-            share = left if i == len(parts) - 1 else (proceeds * amt / amount).quantize(QUANTUM)
-            left -= share
-            cost = sum((p.cost for p in ps), ZERO)
-            held = (ts - min(p.acquired_ts for p in ps)) // DAY_MS
-            self.result.disposals.append(
-                Disposal(ts, asset, amt, share, cost, share - cost, term, kind, source, ref, ps, int(held))
-            )
-
-    # ---- events --------------------------------------------------------------------------------
-
-    def trade(self, t: Trade) -> None:
-        q = self.quote
-        ref = f"{t.source}:trade:{t.id}"
-        fa = t.fee_asset
-        amount, value = t.amount, t.cost
-        if (
-            t.quote == q
-            and t.base != q
-            and amount
-            and value
-            and t.fee_value is None
-            and (fa is None or fa in (q, t.base))
-        ):
-            # The usual trade, against the report currency with its fee (if any) in one of its two
-            # assets: the general path below, specialised. A report runs it a million times.
-            fee = t.fee
-            self.prices[t.base] = (value, amount)
-            if t.side == "buy":
-                cost = value
-                if fee and fa == q:  # a fee in what was given: added to the cost
-                    cost += value * fee / value
-                elif fee and fa:  # a fee in what was received: fewer units
-                    amount -= fee
-                if amount > 0:
-                    self.pools[t.base].add(Lot(ref, t.ts, amount, cost.quantize(QUANTUM)))
-            else:
-                proceeds = value
-                if fee and fa == q:  # a fee in what was received: deducted from the proceeds
-                    proceeds -= value * fee / value
-                elif fee and fa:  # a fee in what was given: sold along with it, for no proceeds
-                    amount += fee
-                self.dispose(t.base, amount, proceeds, t.ts, "trade", t.source, ref)
-            return
-        if t.quote == q:
-            value = t.cost
-            if t.amount:
-                self.prices[t.base] = (t.cost, t.amount)
-        elif t.base == q:
-            value = t.amount
-            if t.cost:
-                self.prices[t.quote] = (t.amount, t.cost)
-        else:
-            found = self.value_of(t.quote, t.cost)
-            if found is None:
-                found = self.value_of(t.base, t.amount)
-            if found is None:
-                self.result.warnings.append(f"{ref}: no {q} price for {t.base} or {t.quote}; valued at 0")
-                found = ZERO
-            value = found
-            if t.amount:
-                self.prices[t.base] = (value, t.amount)
-        if t.side == "buy":
-            give, give_amt, get, get_amt = t.quote, t.cost, t.base, t.amount
-        else:
-            give, give_amt, get, get_amt = t.base, t.amount, t.quote, t.cost
-        fee, fa = t.fee, t.fee_asset
-        fee_value = ZERO
-        if fee and fa:
-            if t.fee_value is not None:
-                fee_value = t.fee_value
-            elif fa == give and give_amt:
-                fee_value = value * fee / give_amt
-            elif fa == get and get_amt:
-                fee_value = value * fee / get_amt
-            else:
-                known = self.value_of(fa, fee)
-                if known is None:
-                    self.result.warnings.append(f"{ref}: no {q} price for the fee asset {fa}; fee valued at 0")
-                fee_value = known or ZERO
-        proceeds, cost = value, value
-        if fee and fa == get:
-            get_amt -= fee
-            if get == q:
-                proceeds -= fee_value
-        elif fee and fa == give:
-            give_amt += fee
-            if give == q:
-                cost += fee_value
-            elif get != q:
-                proceeds += fee_value
-                cost += fee_value
-        elif fee and fa:
-            self.dispose(fa, fee, fee_value, t.ts, "fee", t.source, ref)
-            if get != q:
-                cost += fee_value
-            else:
-                proceeds -= fee_value
-        self.dispose(give, give_amt, proceeds, t.ts, "trade", t.source, ref)
-        self.acquire(get, ref, t.ts, get_amt, cost)
-
-    def own_withdrawal(self, w: Transfer) -> None:
-        self.result.own_transfers += 1
-        self.dispose(w.asset, w.fee, ZERO, w.ts, "transfer-fee", w.source, f"{w.source}:withdrawal:{w.id}")
-
-    def withdrawal(self, w: Transfer) -> None:
-        if w.asset == self.quote:
-            return
-        pieces, _short = self.pools[w.asset].take(w.amount)
-        self.outside[w.asset].extend(pieces)
-
-    def deposit(self, d: Transfer) -> None:
-        if d.asset == self.quote:
-            return
-        left = d.amount
-        back = self.outside[d.asset]
-        pool = self.pools[d.asset]
-        while left > 0 and back:
-            p = back[0]
-            if p.amount <= left:
-                back.popleft()
-                pool.add(Lot(p.lot_id, p.acquired_ts, p.amount, p.cost))
-                left -= p.amount
-            else:
-                cost = (p.cost * left / p.amount).quantize(QUANTUM)
-                back[0] = Piece(p.lot_id, p.acquired_ts, p.amount - left, p.cost - cost)
-                pool.add(Lot(p.lot_id, p.acquired_ts, left, cost))
-                left = ZERO
-        if left > 0:
-            value = self.value_of(d.asset, left)
-            if value is None:
-                self.result.warnings.append(
-                    f"{d.source}:deposit:{d.id}: {left} {d.asset} arrived with no known cost; counted at zero cost"
-                )
-            self.acquire(d.asset, f"{d.source}:deposit:{d.id}", d.ts, left, value or ZERO)
-
-
-def compute(
-    trades: Iterable[Trade],
-    transfers: Iterable[Transfer] = (),
-    *,
-    method: str = "fifo",
-    quote: str = "USDT",
-    long_term_days: int = 365,
-) -> Result:
-    """Run every event in time order through ``method``; raises ``TaxError`` for an unknown method."""
-    engine = Engine(method, quote, long_term_days)
-    with paused_gc():
-        return _run(engine, trades, transfers)
 
 
 @contextmanager
@@ -315,30 +122,190 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _run(engine: Engine, trades: Iterable[Trade], transfers: Iterable[Transfer]) -> Result:
-    transfers = list(transfers)
-    pairs = match_transfers(transfers)
-    matched_deposits = set(pairs.values())
-    trades = trades if isinstance(trades, list) else list(trades)
-    ordered: Iterable[Trade | Transfer]
-    if not transfers and all(a.ts <= b.ts for a, b in pairwise(trades)):
-        ordered = trades  # the ledger's order already: no need to build and sort a million tuples
-    else:
-        # Stable sort: events at the same ms keep the ledger's order; deposits first, withdrawals last.
-        events: list[tuple[int, int, Trade | Transfer]] = [(t.ts, 1, t) for t in trades]
-        events += [(t.ts, 0 if t.kind == "deposit" else 2, t) for t in transfers]
-        events.sort(key=lambda e: (e[0], e[1]))
-        ordered = [e[2] for e in events]
+class Engine:
+    def __init__(
+        self,
+        method: str,
+        quote: str,
+        long_term_days: int,
+        scale: int,
+        resolved: Resolved | None = None,
+        mine: frozenset[str] | None = None,
+    ) -> None:
+        check_method(method)
+        self.quote, self.long_ms, self.scale = quote.upper(), long_term_days * DAY_MS, scale
+        self.pools: dict[str, Pool] = defaultdict(POOLS[method])
+        self.outside: dict[str, deque[Piece]] = defaultdict(deque)
+        self.resolved = resolved  # values that read prices; None: no event may read one
+        self.mine = mine  # the assets whose pools this engine runs; None: every asset
+        self.result = Result(method, self.quote, scale)
+
+    def warn(self, message: str, key: int) -> None:
+        self.result.warnings.append(message)
+        self.result.warning_keys.append(key)
+
+    def acquire(self, asset: str, lot_id: str, ts: int, amount: int, cost: Number) -> None:
+        if asset != self.quote and amount > 0 and (self.mine is None or asset in self.mine):
+            self.pools[asset].add(Lot(lot_id, ts, amount, rnd(cost)))
+
+    def dispose(
+        self, asset: str, amount: int, proceeds: Number, ts: int, kind: str, source: str, ref: str, key: int
+    ) -> None:
+        if asset == self.quote or amount <= 0 or (self.mine is not None and asset not in self.mine):
+            return
+        pieces, short = self.pools[asset].take(amount)
+        if short > 0:
+            units = text(short, self.scale)
+            self.warn(f"{ref}: disposed of {units} {asset} more than the ledger holds; counted at zero cost", key)
+            pieces.append(Piece("unknown", ts, short, 0))
+        p = proceeds if type(proceeds) is int else rnd(proceeds)
+        long_before = ts - self.long_ms  # acquired before this: held long-term
+        if len(pieces) == 1:
+            oldest = newest = pieces[0].acquired_ts
+        else:
+            stamps = [x.acquired_ts for x in pieces]
+            oldest, newest = min(stamps), max(stamps)
+        out, keys = self.result.disposals, self.result.disposal_keys
+        if (oldest < long_before) == (newest < long_before):  # the usual case: one holding period
+            cost = pieces[0].cost if len(pieces) == 1 else sum([x.cost for x in pieces])
+            term = "long" if oldest < long_before else "short"
+            days = (ts - oldest) // DAY_MS
+            out.append(Disposal(ts, asset, amount, p, cost, p - cost, term, kind, source, ref, pieces, days))
+            keys.append(key)
+            return
+        groups: dict[str, list[Piece]] = {"short": [], "long": []}
+        for x in pieces:
+            groups["long" if x.acquired_ts < long_before else "short"].append(x)
+        parts = [(term, ps) for term, ps in groups.items() if ps]
+        left = p
+        for i, (term, ps) in enumerate(parts):
+            amt = sum(x.amount for x in ps)
+            part = left if i == len(parts) - 1 else share(p, amt, amount)
+            left -= part
+            cost = sum(x.cost for x in ps)
+            held = (ts - min(x.acquired_ts for x in ps)) // DAY_MS
+            out.append(Disposal(ts, asset, amt, part, cost, part - cost, term, kind, source, ref, ps, held))
+            keys.append(key)
+
+    def trade(self, t: Row) -> None:
+        """Any trade (``run`` takes the usual one, against the report currency, on a fast path)."""
+        q = self.quote
+        found = None if self.resolved is None else self.resolved.values.get(t.key)
+        value, fee_value = valuation(t, q, None) if found is None else found
+        if t.side == "buy":
+            give, give_amt, get, get_amt = t.quote, t.cost, t.base, t.amount
+        else:
+            give, give_amt, get, get_amt = t.base, t.amount, t.quote, t.cost
+        fee, fa = t.fee, t.fee_asset
+        proceeds: Number = value
+        cost: Number = value
+        if fee and fa == get:
+            get_amt -= fee
+            if get == q:
+                proceeds -= fee_value
+        elif fee and fa == give:
+            give_amt += fee
+            if give == q:
+                cost += fee_value
+            elif get != q:
+                proceeds += fee_value
+                cost += fee_value
+        elif fee and fa:
+            self.dispose(fa, fee, fee_value, t.ts, "fee", t.source, t.ref, 4 * t.key + 1)
+            if get != q:
+                cost += fee_value
+            else:
+                proceeds -= fee_value
+        self.dispose(give, give_amt, proceeds, t.ts, "trade", t.source, t.ref, 4 * t.key + 2)
+        self.acquire(get, t.ref, t.ts, get_amt, cost)
+
+    def own_withdrawal(self, w: TransferRow) -> None:
+        self.dispose(w.asset, w.fee, 0, w.ts, "transfer-fee", w.source, f"{w.source}:withdrawal:{w.id}", 4 * w.key + 2)
+
+    def withdrawal(self, w: TransferRow) -> None:
+        if w.asset == self.quote or (self.mine is not None and w.asset not in self.mine):
+            return
+        pieces, _short = self.pools[w.asset].take(w.amount)
+        self.outside[w.asset].extend(pieces)
+
+    def deposit(self, d: TransferRow) -> None:
+        if d.asset == self.quote or (self.mine is not None and d.asset not in self.mine):
+            return
+        left = d.amount
+        back = self.outside[d.asset]
+        pool = self.pools[d.asset]
+        while left > 0 and back:
+            p = back[0]
+            if p.amount <= left:
+                back.popleft()
+                pool.add(Lot(p.lot_id, p.acquired_ts, p.amount, p.cost))
+                left -= p.amount
+            else:
+                cost = share(p.cost, left, p.amount)
+                back[0] = Piece(p.lot_id, p.acquired_ts, p.amount - left, p.cost - cost)
+                pool.add(Lot(p.lot_id, p.acquired_ts, left, cost))
+                left = 0
+        if left > 0:
+            if self.resolved is None:
+                raise NeedsPrices
+            price = self.resolved.deposits.get(d.key)
+            ref = f"{d.source}:deposit:{d.id}"
+            if price is None:
+                units = text(left, self.scale)
+                self.warn(f"{ref}: {units} {d.asset} arrived with no known cost; counted at zero cost", 4 * d.key + 2)
+            value: Number = 0 if price is None else Decimal(left) * price[0] / price[1]
+            self.acquire(d.asset, ref, d.ts, left, value)
+
+
+def run(engine: Engine, events: Iterable[Row | TransferRow], pairs: Pairs) -> Result:
+    """Run the events (in key order) through ``engine``; returns its result, holdings filled in.
+    Raises ``NeedsPrices`` if an event needs a price that ``engine.resolved`` does not hold."""
+    matched = set(pairs.values())
+    q, mine, pools, dispose, trade = engine.quote, engine.mine, engine.pools, engine.dispose, engine.trade
     with localcontext(CONTEXT):
-        for ev in ordered:
-            if isinstance(ev, Trade):
-                engine.trade(ev)
-            elif ev.kind == "withdrawal":
-                if (ev.source, ev.kind, ev.id) in pairs:
-                    engine.own_withdrawal(ev)
-                else:
-                    engine.withdrawal(ev)
-            elif (ev.source, ev.kind, ev.id) not in matched_deposits:
-                engine.deposit(ev)
-    engine.result.holdings = {a: p.balance() for a, p in engine.pools.items() if p.balance()}
-    return engine.result
+        for ev in events:
+            if type(ev) is not Row:
+                if ev.kind == "withdrawal":  # type: ignore[union-attr]
+                    if ev.key in pairs:
+                        engine.own_withdrawal(ev)  # type: ignore[arg-type]
+                    else:
+                        engine.withdrawal(ev)  # type: ignore[arg-type]
+                elif ev.key not in matched:
+                    engine.deposit(ev)  # type: ignore[arg-type]
+                continue
+            key, source, ref, ts, base, quote, side, amount, value, fee, fa, fee_value = ev
+            if quote != q or base == q or not (amount and value) or fee_value is not None or fa not in (None, q, base):
+                trade(ev)
+                continue
+            # The usual trade, against the report currency with its fee (if any) in one of its two
+            # assets: ``Engine.trade`` specialised, as a report runs it a million times.
+            if mine is not None and base not in mine:
+                continue
+            if side == "buy":
+                cost: Number = value
+                if fee and fa == q:  # a fee in what was given, added to the cost: ``value * fee / value``
+                    cost += fee if 0 <= value * fee < EXACT else Decimal(value) * fee / value
+                elif fee and fa:  # a fee in what was received: fewer units
+                    amount -= fee
+                if amount > 0:
+                    pools[base].add(Lot(ref, ts, amount, cost if type(cost) is int else rnd(cost)))
+            else:
+                proceeds: Number = value
+                if fee and fa == q:  # a fee in what was received: deducted from the proceeds
+                    proceeds -= fee if 0 <= value * fee < EXACT else Decimal(value) * fee / value
+                elif fee and fa:  # a fee in what was given: sold along with it, for no proceeds
+                    amount += fee
+                dispose(base, amount, proceeds, ts, "trade", source, ref, 4 * key + 2)
+    result = engine.result
+    result.holdings = {a: p.balance() for a, p in engine.pools.items() if p.balance()}
+    if engine.mine is None:
+        result.own_transfers = len(pairs)
+    return result
+
+
+def merged(items: list[list[str]], keys: list[list[int]]) -> list[str]:
+    """The items of every list (each in key order) in key order; earlier lists first on equal keys."""
+    every_key = [k for ks in keys for k in ks]
+    every_item = [x for xs in items for x in xs]
+    order = sorted(range(len(every_key)), key=every_key.__getitem__)  # stable; sorted runs: merges only
+    return list(map(every_item.__getitem__, order))

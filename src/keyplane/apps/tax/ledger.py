@@ -6,16 +6,13 @@ Storing the same row twice is a no-op: a sync can be run again, or resumed after
 interruption, without duplicates. A page of rows and the cursor that follows it commit in one
 transaction. A trade's ``ref`` in a report is ``<account>:trade:<BASE>/<QUOTE>:<id>``.
 
-Amounts are stored exactly: as integers counting units of ``10**-SCALE`` (``scaled.SCALE`` = 10
-decimals), so that a report reads them with no decimal parsing, or as decimal text when an amount
-has more decimals or does not fit in 64 bits. ``trades()`` reads them back as ``Decimal`` (without
-trailing zeros: ``1.50`` is stored and read back as ``1.5``), ``scaled_trades()`` as integers.
+Amounts are stored exactly: as integers counting units of ``10**-STORED`` (``figures.STORED`` =
+10 decimals), so that a report reads them with no decimal parsing, or as decimal text when an
+amount has more decimals or does not fit in 64 bits. ``trades()`` reads them back as ``Decimal``
+(without trailing zeros: ``1.50`` is stored and read back as ``1.5``), ``rows()`` as the integers
+of a report's scale (``scale()``), each event with the key that orders it (``Order``).
 
-The file's format is ``PRAGMA user_version`` (``SCHEMA_VERSION``). Opening a ledger of an earlier
-format upgrades it in place, in one transaction. Formats 0 and 1 keyed trades by (account, id)
-alone, so a trade whose id another market had already used was dropped: the upgrade rebuilds the
-key and resets the trade cursors, so the next sync fetches every trade again and stores the ones
-that were missing (those already stored are not stored twice).
+The file's format and its upgrades from earlier formats are in ``ledgerfile.py``.
 """
 
 from __future__ import annotations
@@ -23,98 +20,39 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
-from itertools import islice, repeat
-from operator import itemgetter, lt
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
+from keyplane.apps.tax import ledgerfile
 from keyplane.apps.tax.engine import TaxError
+from keyplane.apps.tax.figures import DIGITS, MAX_SCALE, STORED, decimals, to_int
+from keyplane.apps.tax.ledgerfile import INT64, REF, THIRD_FEE, WIDE, WIDE_TRANSFERS, amount, store
 from keyplane.apps.tax.model import Trade, Transfer
-from keyplane.apps.tax.scaled import SCALE, OwnRow, Row, TransferRow, to_decimal
+from keyplane.apps.tax.prices import Row, TransferRow
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0: amounts as decimal text; 1: trades keyed without their market
-WIDE = "typeof(amount)='text' OR typeof(cost)='text' OR typeof(fee)='text' OR typeof(fee_value)='text'"
-WIDE_TRANSFERS = "typeof(amount)='text' OR typeof(fee)='text'"
-
-# Amount columns have no declared type, so SQLite keeps what is stored: an INTEGER (the amount
-# in units of 10**-SCALE) or, for an amount that is not a whole number of such units or does not
-# fit in 64 bits, its exact decimal TEXT. The partial indexes list the rows with any TEXT amount,
-# so a report knows at once whether the whole ledger is in integers.
-TABLES = """
-CREATE TABLE IF NOT EXISTS {trades} (
-    source TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL,
-    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), amount NOT NULL, cost NOT NULL,
-    fee NOT NULL DEFAULT 0, fee_asset TEXT, fee_value, order_id TEXT,
-    PRIMARY KEY (source, base, quote, id)
-);
-CREATE TABLE IF NOT EXISTS {transfers} (
-    source TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdrawal')), id TEXT NOT NULL,
-    ts INTEGER NOT NULL, asset TEXT NOT NULL, amount NOT NULL, fee NOT NULL DEFAULT 0,
-    txid TEXT, address TEXT,
-    PRIMARY KEY (source, kind, id)
-);
-"""
-INDEXES = f"""
-CREATE INDEX IF NOT EXISTS trades_ts ON trades (ts);
-CREATE INDEX IF NOT EXISTS trades_wide ON trades (ts) WHERE {WIDE};
-CREATE INDEX IF NOT EXISTS transfers_wide ON transfers (ts) WHERE {WIDE_TRANSFERS};
-CREATE TABLE IF NOT EXISTS cursors (
-    source TEXT NOT NULL, stream TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (source, stream)
-);
-"""
-_INT64 = 1 << 63
-REF = "source || ':trade:' || id"  # a trade's ref, as the Decimal engine writes it
-# A trade that reads no price and touches no third asset's pool (``Ledger.only_usual_trades``),
-# with the report currency as the parameter ``q``.
-_USUAL = (
-    "quote = :q AND base != :q AND (fee = 0 OR fee_asset IS NULL"
-    " OR ((fee_asset = :q OR fee_asset = base) AND fee_value IS NOT NULL)"
-    " OR (fee_asset = base AND amount != 0) OR (fee_asset = :q AND cost != 0))"
-)
-MAX_DIGITS = 40  # digits before the point of the largest amount the integer engine takes
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # scaleb in it never rounds
+TRADE_COLUMNS = f"source, {REF}, ts, base, quote, side, amount, cost, fee, fee_asset, fee_value"
+TRANSFER_COLUMNS = "source, id, kind, ts, asset, amount, fee, txid, address"
 
 
-class NotScaled(Exception):
-    """The ledger holds an amount with more than ``SCALE`` decimals: no scaled-integer report."""
+@dataclass(frozen=True)
+class Order:
+    """``((ts - first) * 3 + place) * step + rowid`` orders the events as a report takes them: by
+    time, deposits (place 0) before trades (1) before withdrawals (2), then in the order stored.
+    ``in_sql``: whether every key fits in SQLite's 64 bits (else keys are made in Python)."""
 
+    first: int
+    step: int
+    in_sql: bool
 
-def store(d: Decimal) -> int | str:
-    """An amount as stored: scaled ``int`` when exact and within 64 bits, else its decimal text."""
-    if not d.is_finite():
-        raise ValueError(f"not a finite amount: {d}")
-    n = scaled(d)
-    return n if n is not None and -_INT64 <= n < _INT64 else str(d)
+    def sql(self, place: int | str) -> str:
+        return f"((ts - {self.first}) * 3 + {place}) * {self.step} + rowid"
 
-
-def scaled(d: Decimal) -> int | None:
-    """``d`` in units of ``10**-SCALE``, or None if it has more decimals than that, or is
-    ``10**MAX_DIGITS`` or more (the ``Decimal`` engine takes such a ledger)."""
-    if not d:
-        return 0
-    if not d.is_finite() or d.adjusted() >= MAX_DIGITS:
-        return None
-    q = d.scaleb(SCALE, _EXACT)
-    n = int(q)
-    return n if n == q else None
-
-
-def amount(value: int | str) -> Decimal:
-    """A stored amount as an exact ``Decimal``, without trailing zeros."""
-    return Decimal(value) if type(value) is str else to_decimal(int(value))
-
-
-def _scaled_text(value: int | str | None) -> int | None:
-    if value is None or isinstance(value, int):
-        return value
-    n = scaled(Decimal(value))
-    if n is None:
-        raise NotScaled(value)
-    return n
-
-
-def _migrate_text(value: str | None) -> int | str | None:
-    return None if value is None else store(Decimal(value))
+    def key(self, ts: int, place: int, rowid: int) -> int:
+        return ((ts - self.first) * 3 + place) * self.step + rowid
 
 
 class Ledger:
@@ -126,80 +64,15 @@ class Ledger:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._open()
+            if not ledgerfile.current(self._db):
+                with self.transaction():
+                    ledgerfile.upgrade(self._db, self.path)
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise TaxError(f"{self.path}: cannot open the ledger ({e})") from None
         except BaseException:
             self._db.close()
             raise
-
-    def _open(self) -> None:
-        """Create the tables, or bring a ledger of an earlier format up to date: in one transaction,
-        so that an interrupted upgrade leaves the file as it was."""
-        if self._version() == SCHEMA_VERSION:
-            return
-        with self.transaction():
-            version = self._version()  # again, under the write lock: another process may have done it
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise TaxError(
-                    f"{self.path}: the ledger's format ({version}) is newer than this keyplane's "
-                    f"({SCHEMA_VERSION}); upgrade keyplane to read it"
-                )
-            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trades'").fetchone()
-            if exists and version == 0:
-                self._migrate_from_text()
-            elif exists:
-                self._rekey_trades()
-            if exists:
-                self._reset_trade_cursors()
-            else:
-                self._run_script(TABLES.format(trades="trades", transfers="transfers"))
-            self._run_script(INDEXES)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    def _version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def _run_script(self, script: str) -> None:
-        # ``executescript`` would commit the open transaction first: one statement at a time instead.
-        for statement in script.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
-
-    def _migrate_from_text(self) -> None:
-        """Format 0 stored every amount as decimal text: copy the rows into the current tables,
-        amounts converted by ``store``, in their order (rowid breaks ties between equal times)."""
-        self._db.create_function("kp_store", 1, _migrate_text, deterministic=True)
-        self._run_script(TABLES.format(trades="trades_new", transfers="transfers_new"))
-        self._db.execute(
-            "INSERT INTO trades_new SELECT source, id, ts, base, quote, side, kp_store(amount), kp_store(cost), "
-            "kp_store(fee), fee_asset, kp_store(fee_value), order_id FROM trades ORDER BY rowid"
-        )
-        self._db.execute(
-            "INSERT INTO transfers_new SELECT source, kind, id, ts, asset, kp_store(amount), kp_store(fee), "
-            "txid, address FROM transfers ORDER BY rowid"
-        )
-        for table in ("trades", "transfers"):
-            self._db.execute(f"DROP TABLE {table}")
-            self._db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
-
-    def _rekey_trades(self) -> None:
-        """Format 1 keyed trades by (source, id): copy them into a table keyed by (source, base,
-        quote, id), in their order, amounts as they are."""
-        self._run_script(TABLES.format(trades="trades_new", transfers="transfers"))
-        self._db.execute("INSERT INTO trades_new SELECT * FROM trades ORDER BY rowid")
-        self._db.execute("DROP TABLE trades")
-        self._db.execute("ALTER TABLE trades_new RENAME TO trades")
-
-    def _reset_trade_cursors(self) -> None:
-        """Make the next sync fetch every trade again: under the old key, some were dropped while
-        their cursor moved past them. Transfers were keyed right, so their cursors stay."""
-        cursors = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='cursors'").fetchone()
-        if cursors:
-            self._db.execute("DELETE FROM cursors WHERE stream LIKE 'trades:%' OR stream LIKE 'idtrades:%'")
 
     def close(self) -> None:
         self._db.close()
@@ -293,36 +166,6 @@ class Ledger:
         for s, i, kind, ts, asset, a, fee, txid, addr in cur:
             yield Transfer(s, i, kind, ts, asset, amount(a), amount(fee), txid, addr)
 
-    def scaled_trades(self) -> list[Row]:
-        """Every trade in time order, amounts in units of ``10**-SCALE``, as ``scaled.Row``s.
-
-        Raises ``NotScaled`` if an amount has more decimals than that (``trades()`` reads it)."""
-        cur = self._db.execute(
-            f"SELECT source, {REF}, ts, base, quote, side, amount, cost, fee, fee_asset, fee_value "
-            "FROM trades ORDER BY ts, rowid"
-        )
-        new = tuple.__new__
-        if self._db.execute(f"SELECT 1 FROM trades WHERE {WIDE} LIMIT 1").fetchone() is None:
-            return list(map(new, repeat(Row), cur.fetchall()))  # type: ignore[arg-type]  # all in C
-        f = _scaled_text
-        return [new(Row, (*r[:6], f(r[6]), f(r[7]), f(r[8]), r[9], f(r[10]))) for r in cur]  # type: ignore[misc]
-
-    def scaled_transfers(self) -> list[TransferRow]:
-        """``transfers()`` as ``scaled.TransferRow``s; raises ``NotScaled`` as ``scaled_trades``."""
-        cur = self._db.execute(
-            "SELECT source,id,kind,ts,asset,amount,fee,txid,address FROM transfers ORDER BY ts, rowid"
-        )
-        f = _scaled_text
-        return [TransferRow(s, i, k, ts, a, f(am), f(fee), tx, ad) for s, i, k, ts, a, am, fee, tx, ad in cur]  # type: ignore[arg-type]
-
-    def only_usual_trades(self, quote: str) -> bool:
-        """Whether no event reads a price or touches a third asset's pool (``scaled.ScaledEngine``):
-        no transfers, and only trades of an asset other than ``quote`` against ``quote`` whose fee,
-        if any, is in their base or ``quote``, with a known value or on a non-zero amount of that
-        asset (which gives its value). In such a ledger an asset's pool needs only its own trades."""
-        other = self._db.execute(f"SELECT 1 FROM trades WHERE NOT ({_USUAL}) LIMIT 1", {"q": quote}).fetchone()
-        return other is None and not self.has_transfers()
-
     def check_report_currency(self, quote: str) -> None:
         """Raise ``TaxError`` unless some trade is in ``quote`` (as its base or its quote): values
         come only from the ledger's own prices, so in a currency that was never traded (a fiat
@@ -344,59 +187,102 @@ class Ledger:
             + (f" (the ledger's quote currencies: {', '.join(quotes)})" if len(quotes) > 1 else "")
         )
 
-    def has_transfers(self) -> bool:
-        return self._db.execute("SELECT 1 FROM transfers LIMIT 1").fetchone() is not None
+    def scale(self) -> tuple[int, bool]:
+        """The scale a report of this ledger counts in (``figures.py``), and whether any amount is
+        stored as decimal text. Raises ``TaxError`` naming an amount that no scale up to
+        ``MAX_SCALE`` holds."""
+        scale, wide = STORED, False
+        for table, where, columns in (
+            ("trades", WIDE, f"{REF}, amount, cost, fee, fee_value"),
+            ("transfers", WIDE_TRANSFERS, "source || ':' || kind || ':' || id, amount, fee"),
+        ):
+            for ref, *values in self._db.execute(f"SELECT {columns} FROM {table} WHERE {where}"):
+                wide = True
+                for v in values:
+                    if type(v) is str:
+                        d = Decimal(v)
+                        if decimals(d) > MAX_SCALE or d.adjusted() >= DIGITS - MAX_SCALE:
+                            raise TaxError(
+                                f"{ref}: the amount {v} has more than {MAX_SCALE} decimals or "
+                                f"{DIGITS - MAX_SCALE} digits, more than a report counts"
+                            )
+                        scale = max(scale, decimals(d))
+        return scale, wide
 
-    def all_integers(self) -> bool:
-        """Whether every amount is stored as a scaled integer (no decimal text at all)."""
-        return (
-            self._db.execute(f"SELECT 1 FROM trades WHERE {WIDE} LIMIT 1").fetchone() is None
-            and self._db.execute(f"SELECT 1 FROM transfers WHERE {WIDE_TRANSFERS} LIMIT 1").fetchone() is None
-        )
-
-    def trade_count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM trades").fetchone()[0])
-
-    def bases(self) -> list[str]:
-        """The distinct base assets of the trades, sorted."""
-        return sorted(r[0] for r in self._db.execute("SELECT DISTINCT base FROM trades"))
-
-    def base_counts(self) -> dict[str, int]:
-        return {b: int(n) for b, n in self._db.execute("SELECT base, count(*) FROM trades GROUP BY base")}
-
-    def order_key(self) -> tuple[int, int] | None:
-        """``(first, step)`` such that ``(ts - first) * step + rowid`` orders the trades as the
-        reports do (by time, then by the order they were stored) and stays within 63 bits; None if
-        the ledger is empty or spans too long a time for that."""
-        # One aggregate per statement: SQLite then reads each from its index's end.
-        last_id = self._db.execute("SELECT max(rowid) FROM trades").fetchone()[0]
-        first = self._db.execute("SELECT min(ts) FROM trades").fetchone()[0]
-        last = self._db.execute("SELECT max(ts) FROM trades").fetchone()[0]
-        if last_id is None or first is None or last is None or last_id < 1:
+    def order(self) -> Order | None:
+        """The ``Order`` of this ledger's events; None if it has none."""
+        # One aggregate per statement: SQLite then reads each from its index's end (or the rowid's).
+        one = self._db.execute
+        ids = [one(f"SELECT max(rowid) FROM {t}").fetchone()[0] or 0 for t in ("trades", "transfers")]
+        firsts = [one(f"SELECT min(ts) FROM {t}").fetchone()[0] for t in ("trades", "transfers")]
+        lasts = [one(f"SELECT max(ts) FROM {t}").fetchone()[0] for t in ("trades", "transfers")]
+        if all(f is None for f in firsts):
             return None
-        step = 1 << int(last_id).bit_length()
-        return (int(first), step) if (last - first) * step + last_id < _INT64 else None
+        first = min(int(f) for f in firsts if f is not None)
+        last = max(int(x) for x in lasts if x is not None)
+        step = 1 << max(ids).bit_length()
+        return Order(first, step, ((last - first) * 3 + 3) * step < INT64)
 
-    def own_trades(self, asset: str, quote: str, first: int, step: int) -> list[OwnRow]:
-        """The trades of the base ``asset`` in a ledger with ``all_integers``, in the order
-        ``scaled_trades`` reads them, as ``scaled.OwnRow``s:
-        ``(key, source, ref, ts, buy, amount, cost, fee, fee_in, fee_value)``, where ``key`` is
-        ``(ts - first) * step + rowid`` (see ``order_key``), ``buy`` is 1 or 0 and ``fee_in`` says
-        where the fee is: 0 nowhere (no fee, or no fee asset), 1 in ``asset``, 2 in ``quote``, and
-        -1 for a trade that is not usual (see ``only_usual_trades``), which the caller must not run
-        on its own. Only what the engine needs, read in one scan of the table: cheaper than index
-        order, and it checks the trades on the way, where ``only_usual_trades`` is a scan of its own."""
-        cur = self._db.execute(
-            f"SELECT (ts - {int(first)}) * {int(step)} + rowid, source, {REF}, ts, side = 'buy',"
-            f" amount, cost, fee, CASE WHEN NOT ({_USUAL}) THEN -1 WHEN fee = 0 OR fee_asset IS NULL THEN 0"
-            " WHEN fee_asset = base THEN 1 ELSE 2 END, fee_value FROM trades NOT INDEXED WHERE base = :a",
-            {"a": asset, "q": quote},
-        )
-        rows: list[OwnRow] = cur.fetchall()
-        keys = list(map(itemgetter(0), rows))
-        if not all(map(lt, keys, islice(keys, 1, None))):  # stored out of time order: sort (keys are unique)
-            rows.sort(key=itemgetter(0))
-        return rows
+    def size(self) -> int:
+        """About how many events the ledger holds (rows are never deleted: exactly, as a rule)."""
+        one = self._db.execute
+        return sum(int(one(f"SELECT max(rowid) FROM {t}").fetchone()[0] or 0) for t in ("trades", "transfers"))
+
+    def assets(self, quote: str, *, weighed: bool = False) -> dict[str, int]:
+        """Every asset with a pool (all but ``quote``), with the number of events that touch it if
+        ``weighed`` (else 1). Read from the indexes: the markets by skipping through the primary
+        key, one at a time, and their sizes by counting its entries."""
+        weight: dict[str, int] = {}
+        one = self._db.execute
+        step = "SELECT source, base, quote FROM trades WHERE (source, base, quote) > (?, ?, ?) ORDER BY 1, 2, 3 LIMIT 1"
+        count = "SELECT count(*) FROM trades WHERE source = ? AND base = ? AND quote = ?"
+        market = one("SELECT source, base, quote FROM trades ORDER BY 1, 2, 3 LIMIT 1").fetchone()
+        while market is not None:
+            n = int(one(count, market).fetchone()[0]) if weighed else 1
+            for a in market[1:]:
+                weight[a] = weight.get(a, 0) + n
+            market = one(step, market).fetchone()
+        third = f"SELECT fee_asset, count(*) FROM trades INDEXED BY trades_third_fee WHERE {THIRD_FEE} GROUP BY 1"
+        for a, n in [*one(third), *one("SELECT asset, count(*) FROM transfers GROUP BY asset")]:
+            weight[a] = weight.get(a, 0) + (int(n) if weighed else 1)
+        weight.pop(quote, None)
+        return weight
+
+    def rows(
+        self, order: Order, scale: int, wide: bool, assets: frozenset[str] | None = None, *, trades: bool = True
+    ) -> list[Row | TransferRow]:
+        """The events that touch ``assets`` (all if None) in key order, amounts at ``scale``; only
+        the transfers if not ``trades``. Trades are read in one scan of their table, which is
+        cheaper than index order."""
+        where, args = "", list(assets or ())
+        marks = ",".join("?" * len(args))
+        if assets is not None:
+            where = f" WHERE base IN ({marks}) OR quote IN ({marks}) OR fee_asset IN ({marks})"
+        query = f"SELECT %s, {TRADE_COLUMNS} FROM trades NOT INDEXED{where}"
+        rows = self._read(query, 1, order, args * 3) if trades else []
+        where = "" if assets is None else f" WHERE asset IN ({marks})"
+        place = "CASE kind WHEN 'deposit' THEN 0 ELSE 2 END"
+        transfers = self._read(f"SELECT %s, {TRANSFER_COLUMNS} FROM transfers{where}", place, order, args)
+        if wide or scale != STORED:
+            factor = 10 ** (scale - STORED)
+
+            def at_scale(v: Any) -> Any:
+                return v * factor if type(v) is int else None if v is None else to_int(Decimal(v), scale)
+
+            rows = [(*r[:7], *map(at_scale, r[7:10]), r[10], at_scale(r[11])) for r in rows]
+            transfers = [(*r[:6], *map(at_scale, r[6:8]), *r[8:]) for r in transfers]
+        new = tuple.__new__
+        events: list[Row | TransferRow] = list(map(new, repeat(Row), rows))  # type: ignore[arg-type]
+        events += map(new, repeat(TransferRow), transfers)  # type: ignore[arg-type]
+        events.sort(key=itemgetter(0))  # in storing order, not time order; a sorted run costs one pass
+        return events
+
+    def _read(self, query: str, place: int | str, order: Order, args: list[str]) -> list[tuple[Any, ...]]:
+        if order.in_sql:
+            return self._db.execute(query % order.sql(place), args).fetchall()
+        # Keys beyond 64 bits: made here, from the time, the place and the rowid.
+        cur = self._db.execute(query % f"ts, {place}, rowid", args)
+        return [(order.key(ts, p, rowid), *rest) for ts, p, rowid, *rest in cur]
 
     def counts(self) -> dict[str, int]:
         out = {"trades": int(self._db.execute("SELECT count(*) FROM trades").fetchone()[0])}

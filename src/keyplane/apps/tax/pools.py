@@ -1,5 +1,5 @@
-"""Lot pools, one per cost-basis method. Each holds one asset's acquisitions (lots) and hands out
-pieces of them on a disposal, in the order its method prescribes:
+"""Lot pools, one per cost-basis method, over scaled integers (``figures.py``). Each holds one
+asset's acquisitions (lots) and hands out pieces of them on a disposal, in its method's order:
 
 - FIFO: the earliest lot first (the US default when lots are not identified);
 - LIFO: the latest lot first;
@@ -7,9 +7,14 @@ pieces of them on a disposal, in the order its method prescribes:
 - average: every unit costs the pool's average (total cost / total units; Canada's ACB, the UK
   pool without its same-day and 30-day rules); lots are still used oldest first, for dates only.
 
-Costs stay exact: a piece's cost is rounded to ``QUANTUM`` and subtracted from what remains, and a
-piece that empties a lot takes exactly the lot's remaining cost, so the costs handed out never add
-up to more or less than the costs put in.
+Costs stay exact: a piece's cost is ``share`` of its lot's and is subtracted from what remains, and
+a piece that empties a lot takes exactly the lot's remaining cost, so the costs handed out never
+add up to more or less than the costs put in.
+
+Rounding is half to even, in ``money.CONTEXT``'s 50 digits: ``share(x, part, whole)`` is
+``(x * part / whole)`` rounded to an integer as a 50-digit ``Decimal`` quotient would be. For a
+product below ``10**49`` that quotient cannot fall on the other side of a half, so one integer
+division gives it; a larger product goes through ``Decimal``.
 """
 
 from __future__ import annotations
@@ -19,65 +24,68 @@ from collections import deque
 from decimal import Decimal
 from typing import NamedTuple, Protocol
 
-QUANTUM = Decimal("1e-10")
-ZERO = Decimal(0)
+EXACT = 10**49  # below this, a 50-digit quotient rounds like the exact one
+_D1 = Decimal(1)
+
+Number = int | Decimal  # a scaled figure: an int, or a Decimal between two roundings
+
+
+def rnd(x: Number) -> int:
+    """``x`` rounded to a whole unit, half to even."""
+    if type(x) is int:
+        return x
+    return int(Decimal(x).quantize(_D1))
+
+
+def share(x: int, part: int, whole: int) -> int:
+    """``x * part / whole``, rounded half to even (see the module docstring)."""
+    n = x * part
+    if 0 <= n < EXACT and whole > 0:
+        q, r = divmod(n, whole)
+        r += r
+        if r > whole or (r == whole and q & 1):
+            q += 1
+        return q
+    return int((Decimal(x) * part / whole).quantize(_D1))
 
 
 class Lot:
-    __slots__ = ("amount", "cost", "id", "original", "ts")
+    __slots__ = ("amount", "cost", "id", "ts")
 
-    def __init__(self, id: str, ts: int, amount: Decimal, cost: Decimal) -> None:
-        self.id, self.ts, self.amount, self.cost, self.original = id, ts, amount, cost, amount
-
-    def __repr__(self) -> str:
-        return f"Lot({self.id!r}, ts={self.ts}, amount={self.amount}, cost={self.cost})"
-
-    def unit_cost(self) -> Decimal:
-        return self.cost / self.amount if self.amount else ZERO
+    def __init__(self, id: str, ts: int, amount: int, cost: int) -> None:
+        self.id, self.ts, self.amount, self.cost = id, ts, amount, cost
 
 
 class Piece(NamedTuple):
     lot_id: str
     acquired_ts: int
-    amount: Decimal
-    cost: Decimal
+    amount: int
+    cost: int
 
 
 class Pool(Protocol):
     def add(self, lot: Lot) -> None: ...
 
-    def take(self, amount: Decimal) -> tuple[list[Piece], Decimal]:
+    def take(self, amount: int) -> tuple[list[Piece], int]:
         """Pieces covering up to ``amount`` and the shortfall (0 unless the pool ran dry)."""
         ...
 
-    def balance(self) -> Decimal: ...
-
-
-def _cut(lot: Lot, amount: Decimal) -> Piece:
-    """Take ``amount`` (<= lot.amount) out of ``lot``."""
-    if amount >= lot.amount:
-        piece = Piece(lot.id, lot.ts, lot.amount, lot.cost)
-        lot.amount, lot.cost = ZERO, ZERO
-        return piece
-    cost = (lot.cost * amount / lot.amount).quantize(QUANTUM)
-    lot.amount -= amount
-    lot.cost -= cost
-    return Piece(lot.id, lot.ts, amount, cost)
+    def balance(self) -> int: ...
 
 
 class FifoPool:
     def __init__(self) -> None:
         self._lots: deque[Lot] = deque()
-        self._balance = ZERO
+        self._balance = 0
 
     def add(self, lot: Lot) -> None:
         self._lots.append(lot)
         self._balance += lot.amount
 
-    def take(self, amount: Decimal) -> tuple[list[Piece], Decimal]:
+    def take(self, amount: int) -> tuple[list[Piece], int]:
         return self._take(amount, 0)
 
-    def _take(self, amount: Decimal, end: int) -> tuple[list[Piece], Decimal]:
+    def _take(self, amount: int, end: int) -> tuple[list[Piece], int]:
         # ``_cut`` inlined: this loop runs once per lot used by every disposal. ``end`` is 0 to
         # take from the oldest lot (FIFO), -1 from the newest (LIFO).
         pieces: list[Piece] = []
@@ -89,39 +97,60 @@ class FifoPool:
             lot_amount = lot.amount
             if left >= lot_amount:
                 pieces.append(new(Piece, (lot.id, lot.ts, lot_amount, lot.cost)))
-                lot.amount = lot.cost = ZERO
                 pop()
                 left -= lot_amount
             else:
-                cost = (lot.cost * left / lot_amount).quantize(QUANTUM)
+                lot_cost = lot.cost
+                n = lot_cost * left  # share(lot_cost, left, lot_amount), inlined
+                if 0 <= n < EXACT:
+                    cost, r = divmod(n, lot_amount)
+                    r += r
+                    if r > lot_amount or (r == lot_amount and cost & 1):
+                        cost += 1
+                else:
+                    cost = share(lot_cost, left, lot_amount)
                 lot.amount = lot_amount - left
-                lot.cost -= cost
+                lot.cost = lot_cost - cost
                 pieces.append(new(Piece, (lot.id, lot.ts, left, cost)))
-                left = ZERO
+                left = 0
         self._balance -= amount - left
         return pieces, left
 
-    def balance(self) -> Decimal:
+    def balance(self) -> int:
         return self._balance
 
 
 class LifoPool(FifoPool):
-    def take(self, amount: Decimal) -> tuple[list[Piece], Decimal]:
+    def take(self, amount: int) -> tuple[list[Piece], int]:
         return self._take(amount, -1)
+
+
+def _cut(lot: Lot, amount: int) -> Piece:
+    """Take ``amount`` (at most ``lot.amount``) out of ``lot``."""
+    if amount >= lot.amount:
+        piece = Piece(lot.id, lot.ts, lot.amount, lot.cost)
+        lot.amount = lot.cost = 0
+        return piece
+    cost = share(lot.cost, amount, lot.amount)
+    lot.amount -= amount
+    lot.cost -= cost
+    return Piece(lot.id, lot.ts, amount, cost)
 
 
 class HifoPool:
     def __init__(self) -> None:
         self._heap: list[tuple[Decimal, int, Lot]] = []
         self._seq = 0
-        self._balance = ZERO
+        self._balance = 0
 
     def add(self, lot: Lot) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (-lot.unit_cost(), self._seq, lot))
+        # The unit cost as a 50-digit quotient (scale-free); equal costs go oldest first.
+        unit = Decimal(lot.cost) / lot.amount if lot.amount else Decimal(0)
+        heapq.heappush(self._heap, (-unit, self._seq, lot))
         self._balance += lot.amount
 
-    def take(self, amount: Decimal) -> tuple[list[Piece], Decimal]:
+    def take(self, amount: int) -> tuple[list[Piece], int]:
         pieces: list[Piece] = []
         left = amount
         while left > 0 and self._heap:
@@ -134,7 +163,7 @@ class HifoPool:
                 heapq.heappop(self._heap)
         return pieces, left
 
-    def balance(self) -> Decimal:
+    def balance(self) -> int:
         return self._balance
 
 
@@ -144,19 +173,19 @@ class AveragePool:
 
     def __init__(self) -> None:
         self._lots: deque[Lot] = deque()
-        self._amount = ZERO
-        self._cost = ZERO
+        self._amount = 0
+        self._cost = 0
 
     def add(self, lot: Lot) -> None:
         self._lots.append(lot)
         self._amount += lot.amount
         self._cost += lot.cost
 
-    def take(self, amount: Decimal) -> tuple[list[Piece], Decimal]:
+    def take(self, amount: int) -> tuple[list[Piece], int]:
         if self._amount <= 0:
             return [], amount
         used = min(amount, self._amount)
-        total = self._cost if used == self._amount else (self._cost * used / self._amount).quantize(QUANTUM)
+        total = self._cost if used == self._amount else share(self._cost, used, self._amount)
         self._amount -= used
         self._cost -= total
         pieces: list[Piece] = []
@@ -164,7 +193,7 @@ class AveragePool:
         while left > 0:
             lot = self._lots[0]
             part = min(left, lot.amount)
-            cost = cost_left if part == left else (total * part / used).quantize(QUANTUM)
+            cost = cost_left if part == left else share(total, part, used)
             pieces.append(Piece(lot.id, lot.ts, part, cost))
             lot.amount -= part
             left -= part
@@ -173,7 +202,7 @@ class AveragePool:
                 self._lots.popleft()
         return pieces, amount - used
 
-    def balance(self) -> Decimal:
+    def balance(self) -> int:
         return self._amount
 
 

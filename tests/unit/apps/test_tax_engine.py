@@ -1,6 +1,6 @@
-"""The scaled-integer report against the ``Decimal`` engine: same figures for every method, the
-ledger's storage of amounts, the upgrade of ledgers of the first format, and the two-process
-report against the one-process one."""
+"""The tax engine against its ``Decimal`` oracle (``kptest/tax_oracle.py``): same figures for
+every method and scale; the ledger's storage of amounts and the upgrade of older ledgers; and the
+report split over processes by asset against the one-process report, byte for byte."""
 
 from __future__ import annotations
 
@@ -18,11 +18,15 @@ from ccxt.base.decimal_to_precision import ROUND, decimal_to_precision
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyplane.apps.tax import report, reporter, scaled
-from keyplane.apps.tax.engine import TaxError, compute
-from keyplane.apps.tax.ledger import SCHEMA_VERSION, Ledger, amount, store
+from keyplane.apps.tax import ledgerfile, report, reporter
+from keyplane.apps.tax.engine import Engine, TaxError, match_transfers, run
+from keyplane.apps.tax.figures import STORED, to_decimal
+from keyplane.apps.tax.ledger import Ledger, amount, store
+from keyplane.apps.tax.ledgerfile import SCHEMA_VERSION
 from keyplane.apps.tax.model import Trade, Transfer
 from keyplane.apps.tax.pools import METHODS
+from keyplane.apps.tax.prices import TransferRow, resolve
+from kptest import tax_oracle, taxkit
 
 T0 = 1_700_000_000_000
 
@@ -60,45 +64,37 @@ def histories(draw: st.DrawFn, max_places: int = 10) -> tuple[list[Trade], list[
     return trades, transfers
 
 
-def rows(trades: list[Trade], transfers: list[Transfer]) -> tuple[list[scaled.Row], list[scaled.TransferRow]]:
-    def s(d: D | None) -> int | None:
-        return None if d is None else store(d)  # type: ignore[return-value]
-
-    r = [
-        scaled.Row(
-            t.source, f"{t.source}:trade:{t.id}", *t[2:6], s(t.amount), s(t.cost), s(t.fee), t.fee_asset, s(t.fee_value)
-        )
-        for t in trades
-    ]  # type: ignore[arg-type]
-    x = [scaled.TransferRow(*t[:5], s(t.amount), s(t.fee), t.txid, t.address) for t in transfers]  # type: ignore[arg-type]
-    return r, x
-
-
-def dec(n: int) -> D:
-    return scaled.to_decimal(n)
-
-
-@pytest.mark.parametrize("method", METHODS)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(history=histories())
-def test_scaled_engine_gives_the_decimal_engines_figures(
-    method: str, history: tuple[list[Trade], list[Transfer]]
-) -> None:
-    trades, transfers = history
-    want = compute(trades, transfers, method=method)
-    got = scaled.compute(*rows(trades, transfers), method=method)
+def _same(got: taxkit.Result, want: tax_oracle.Result) -> None:
     assert len(got.disposals) == len(want.disposals)
     for g, w in zip(got.disposals, want.disposals, strict=True):
         assert (g.ts, g.asset, g.term, g.kind, g.source, g.ref, g.held_days) == (
             w.ts, w.asset, w.term, w.kind, w.source, w.ref, w.held_days
         )  # fmt: skip
-        assert [dec(v) for v in (g.amount, g.proceeds, g.cost, g.gain)] == [w.amount, w.proceeds, w.cost, w.gain]  # type: ignore[arg-type]
-        assert [(p.lot_id, p.acquired_ts, dec(p.amount), dec(p.cost)) for p in g.lots] == [  # type: ignore[arg-type]
+        assert (g.amount, g.proceeds, g.cost, g.gain) == (w.amount, w.proceeds, w.cost, w.gain)
+        assert [(p.lot_id, p.acquired_ts, p.amount, p.cost) for p in g.lots] == [
             (p.lot_id, p.acquired_ts, p.amount, p.cost) for p in w.lots
         ]
-    assert {a: dec(v) for a, v in got.holdings.items()} == want.holdings  # type: ignore[arg-type]
+    assert got.holdings == want.holdings
+    assert got.own_transfers == want.own_transfers
     # Warnings name the same events; their amounts are written without trailing zeros.
     assert [x.split(":")[:3] for x in got.warnings] == [x.split(":")[:3] for x in want.warnings]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories())
+def test_the_engine_gives_the_oracles_figures(method: str, history: tuple[list[Trade], list[Transfer]]) -> None:
+    got = taxkit.compute(*history, method=method)
+    assert got.scale == STORED
+    _same(got, tax_oracle.compute(*history, method=method))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(max_places=18))
+def test_at_any_scale_up_to_18_decimals(method: str, history: tuple[list[Trade], list[Transfer]]) -> None:
+    got = taxkit.compute(*history, method=method)
+    _same(got, tax_oracle.compute(*history, method=method, places=got.scale))
 
 
 def test_the_figures_do_not_depend_on_the_threads_decimal_context() -> None:
@@ -117,14 +113,9 @@ def test_the_figures_do_not_depend_on_the_threads_decimal_context() -> None:
     ]
 
     def figures() -> list[object]:
-        want = compute(trades, transfers)
-        got = scaled.compute(*rows(trades, transfers))
-        summary = report.summarise(want.disposals)
-        return [
-            [(d.cost, d.gain) for d in want.disposals],
-            [(dec(d.cost), dec(d.gain)) for d in got.disposals],  # type: ignore[arg-type]
-            [s.total_gain for s in summary],
-        ]
+        want = tax_oracle.compute(trades, transfers)
+        got = taxkit.compute(trades, transfers)
+        return [[(d.cost, d.gain) for d in want.disposals], [(d.cost, d.gain) for d in got.disposals]]
 
     def as_ccxt_leaves_it() -> list[object]:
         decimal_to_precision("1.25", ROUND, 1)
@@ -148,7 +139,7 @@ def test_every_amount_round_trips_exactly(value: D) -> None:
     stored = store(value)
     assert amount(stored) == value
     if isinstance(stored, int):
-        assert -(2**63) <= stored < 2**63 and scaled.to_decimal(stored) == value
+        assert -(2**63) <= stored < 2**63 and to_decimal(stored, STORED) == value
 
 
 def test_amounts_are_integers_when_they_can_be(tmp_path: Path) -> None:
@@ -219,22 +210,24 @@ def test_a_ledger_of_the_first_format_is_upgraded_on_open(tmp_path: Path) -> Non
         assert lg.add_trades(trades) == 0  # keyed by (account, market, id): a sync stays idempotent
     with Ledger(path) as lg:  # opening again changes nothing
         assert len(list(lg.trades())) == 3
-    # The 13-decimal amount sends this ledger to the Decimal engine; the report is the same.
+    # The 13-decimal amount makes the report count in 13 decimals; the oracle agrees.
     done = reporter.make(path, tmp_path / "g.csv")
     with Ledger(path) as lg:
-        want = compute(lg.trades(), lg.transfers())
+        assert lg.scale() == (13, True)
+        want = tax_oracle.compute(lg.trades(), lg.transfers(), places=13)
     assert done.rows == len(want.disposals) == 2  # the sale, and the BNB fee (none held)
+    assert _values(tmp_path / "g.csv") == _oracle_values(want.disposals, None)
 
 
 def test_an_interrupted_upgrade_leaves_the_ledger_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "old.sqlite"
     _v0_ledger(path)
 
-    def broken(self: Ledger) -> None:
-        self._db.execute("DROP TABLE transfers")
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("DROP TABLE transfers")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(Ledger, "_migrate_from_text", broken)
+    monkeypatch.setattr(ledgerfile, "_migrate_from_text", broken)
     with pytest.raises(TaxError, match=r"old.sqlite: cannot open the ledger \(disk I/O error\)"):
         Ledger(path)
     monkeypatch.undo()
@@ -249,15 +242,17 @@ def test_an_interrupted_upgrade_leaves_the_ledger_as_it_was(tmp_path: Path, monk
 
 @settings(max_examples=50, deadline=None)
 @given(history=histories(), method=st.sampled_from(METHODS))
-def test_scaled_lines_are_the_rows_the_csv_module_writes(
-    history: tuple[list[Trade], list[Transfer]], method: str
-) -> None:
-    result = scaled.compute(*rows(*history), method=method)
+def test_lines_are_the_rows_the_csv_module_writes(history: tuple[list[Trade], list[Transfer]], method: str) -> None:
+    trades, transfers = history
+    evs = taxkit.events(trades, transfers, STORED)
+    pairs = match_transfers(e for e in evs if isinstance(e, TransferRow))
+    engine = Engine(method, "USDT", 365, STORED, resolve(evs, "USDT", set(pairs.values())))
+    result = run(engine, evs, pairs)
     buf = io.StringIO()
     writer = csv.writer(buf)
     for d in result.disposals:
-        writer.writerow(report.row_scaled(d))
-    assert "".join(report.scaled_lines(result.disposals)) == buf.getvalue()
+        writer.writerow(report.row(d, STORED))
+    assert "".join(report.lines(result.disposals, STORED)) == buf.getvalue()
 
 
 def _values(path: Path) -> list[list[object]]:
@@ -289,14 +284,25 @@ def _one_and_split(tmp: Path, method: str = "fifo", year: int | None = None) -> 
     return one, split
 
 
-def _as_the_decimal_engine_writes(tmp: Path, method: str, year: int | None, done: reporter.Report) -> None:
-    """The ``Decimal`` engine writes the same figures, summary and holdings as ``done`` (``split.csv``)."""
+def _oracle_values(disposals: list[tax_oracle.Disposal], year: int | None) -> list[list[object]]:
+    """The oracle's disposals within ``year`` as ``_values`` reads a gains CSV."""
+    return [
+        [report.iso(d.ts), d.asset, d.amount, d.proceeds, d.cost, d.gain, d.term, str(d.held_days), d.kind, d.source,
+         d.ref, *((p.lot_id, report.day(p.acquired_ts), p.amount, p.cost) for p in d.lots)]
+        for d in disposals
+        if year is None or report.day(d.ts).startswith(f"{year}-")
+    ]  # fmt: skip
+
+
+def _as_the_oracle_writes(tmp: Path, method: str, year: int | None, done: reporter.Report) -> None:
+    """The oracle finds the same figures, totals and holdings as ``done`` (``split.csv``)."""
     with Ledger(tmp / "l.sqlite") as lg:
-        want = compute(lg.trades(), lg.transfers(), method=method)
-    report.write(tmp / "dec.csv", report.in_year(want.disposals, year))
-    assert _values(tmp / "split.csv") == _values(tmp / "dec.csv")
-    assert (tmp / "split.summary.csv").read_bytes() == (tmp / "dec.summary.csv").read_bytes()
-    assert done.holdings == want.holdings
+        scale = lg.scale()[0]
+        want = tax_oracle.compute(lg.trades(), lg.transfers(), method=method, places=scale)
+    assert _values(tmp / "split.csv") == _oracle_values(want.disposals, year)
+    kept = [d for d in want.disposals if year is None or report.day(d.ts).startswith(f"{year}-")]
+    assert done.summary[-1].total_gain == sum((d.gain for d in kept), D(0))
+    assert done.holdings == {a: v for a, v in want.holdings.items() if v}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -310,7 +316,7 @@ def test_two_processes_write_what_one_writes(
     one, split = _one_and_split(tmp, method, year)
     assert (tmp / "one.summary.csv").read_bytes() == (tmp / "split.summary.csv").read_bytes()
     assert (one.rows, one.warnings, one.holdings) == (split.rows, split.warnings, split.holdings)
-    _as_the_decimal_engine_writes(tmp, method, year, one)
+    _as_the_oracle_writes(tmp, method, year, one)
 
 
 def test_names_that_need_quoting_are_quoted_by_both_paths(tmp_path: Path) -> None:
@@ -321,8 +327,7 @@ def test_names_that_need_quoting_are_quoted_by_both_paths(tmp_path: Path) -> Non
     ]
     _ledger_of(tmp_path / "l.sqlite", trades, [])
     _one_and_split(tmp_path)
-    report.write(tmp_path / "dec.csv", compute(trades).disposals)
-    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "dec.csv").read_bytes()
+    assert _values(tmp_path / "one.csv") == _oracle_values(tax_oracle.compute(trades).disposals, None)
     assert '"desk, ""main"""' in (tmp_path / "one.csv").read_text()
 
 
@@ -351,7 +356,7 @@ def usual_trades(draw: st.DrawFn) -> list[Trade]:
 @pytest.mark.parametrize("method", METHODS)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(trades=usual_trades(), stored_in_order=st.booleans(), year=st.sampled_from([None, 2024]))
-def test_with_only_usual_trades_each_process_reads_and_walks_its_own_assets(
+def test_trades_stored_out_of_time_order_are_reported_in_time_order(
     tmp_path_factory: pytest.TempPathFactory,
     method: str,
     trades: list[Trade],
@@ -363,13 +368,12 @@ def test_with_only_usual_trades_each_process_reads_and_walks_its_own_assets(
     # is still by time, then by the order of storing.
     _ledger_of(tmp / "l.sqlite", trades if stored_in_order else trades[::-1], [])
     with Ledger(tmp / "l.sqlite") as lg:
-        assert lg.only_usual_trades("USDT")
-        plan = reporter._own_plan(lg, 1)
-        assert (plan is not None) == (len({t.base for t in trades}) > 1)
+        groups = reporter._groups(lg, "USDT", 1)
+    assert (groups is not None) == (len({t.base for t in trades}) > 1)
     one, split = _one_and_split(tmp, method, year)
     assert (tmp / "one.summary.csv").read_bytes() == (tmp / "split.summary.csv").read_bytes()
     assert (one.rows, one.warnings, one.holdings) == (split.rows, split.warnings, split.holdings)
-    _as_the_decimal_engine_writes(tmp, method, year, split)
+    _as_the_oracle_writes(tmp, method, year, split)
 
 
 def test_more_assets_than_processes_are_grouped_by_their_number_of_trades(
@@ -383,10 +387,11 @@ def test_more_assets_than_processes_are_grouped_by_their_number_of_trades(
     _ledger_of(tmp_path / "l.sqlite", trades, [])
     monkeypatch.setattr(reporter, "WORKERS", 2)
     with Ledger(tmp_path / "l.sqlite") as lg:
-        plan = reporter._own_plan(lg, 1)
-        assert plan is not None
-        assert sorted(plan.groups) == [("BTC", "ADA"), ("ETH", "SOL")]  # 6 and 5 trades
-        assert reporter._own_plan(lg, len(trades) + 1) is None  # too small to split
+        groups = reporter._groups(lg, "USDT", 1)
+        assert groups is not None
+        assert sorted(map(sorted, groups)) == [["ADA", "BTC"], ["ETH", "SOL"]]  # 6 and 5 trades
+        assert reporter._groups(lg, "USDT", len(trades) + 1) is None  # too small to split
+        assert lg.assets("USDT", weighed=True) == {"BTC": 5, "ETH": 3, "SOL": 2, "ADA": 1}
     one, split = _one_and_split(tmp_path)
     assert one.holdings == split.holdings == {"BTC": D(5), "ETH": D(3), "SOL": D(2), "ADA": D(1)}
 
@@ -402,8 +407,6 @@ def test_names_that_need_quoting_are_written_alike_by_the_processes_of_each_asse
         )
     ]
     _ledger_of(tmp_path / "l.sqlite", trades, [])
-    with Ledger(tmp_path / "l.sqlite") as lg:
-        assert reporter._own_plan(lg, 1) is not None
     one, split = _one_and_split(tmp_path)
     assert one.rows == split.rows == 15
     rows = list(csv.DictReader(io.StringIO((tmp_path / "split.csv").read_text(), newline="")))
@@ -427,70 +430,61 @@ def test_a_report_that_fails_in_a_process_leaves_the_previous_file_and_stops_eve
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "reads_a_price"),
     [
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB"),  # a third-asset fee
-        Trade("a", "x", T0, "ETH", "BTC", "buy", D(1), D("0.05")),  # crypto to crypto
-        Trade("a", "x", T0, "USDT", "ETH", "buy", D(10), D(1)),  # the report currency as the base
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(0), D(0), D("0.01"), "ETH"),  # a fee on nothing
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB", D("0.5")),  # BNB's pool
-        Transfer("a", "x", "deposit", T0, "ETH", D(1)),
+        (Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB"), True),  # a third-asset fee
+        (Trade("a", "x", T0, "ETH", "BTC", "buy", D(1), D("0.05")), True),  # crypto to crypto
+        (Trade("a", "x", T0, "USDT", "ETH", "buy", D(10), D(1)), False),  # the report currency as the base
+        (Trade("a", "x", T0, "ETH", "USDT", "buy", D(0), D(0), D("0.01"), "ETH"), True),  # a fee on nothing
+        (Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB", D("0.5")), False),  # BNB's pool
+        (Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(0)), False),  # nothing paid
+        (Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D(0), "BNB"), False),  # no fee, in a third asset
+        (Transfer("a", "x", "deposit", T0, "ETH", D(1)), True),
+        (Transfer("a", "x", "withdrawal", T0 + 2, "BTC", D("0.25")), False),
     ],
 )
-def test_anything_that_reads_a_price_is_not_usual(tmp_path: Path, extra: Trade | Transfer) -> None:
+def test_events_that_need_a_price_or_another_pool(
+    tmp_path: Path, extra: Trade | Transfer, reads_a_price: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with Ledger(tmp_path / "l.sqlite") as lg:
         lg.add_trades([Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100), D("0.1"), "USDT")])
-        assert lg.only_usual_trades("USDT")
         if isinstance(extra, Trade):
             lg.add_trades([extra, Trade("a", "2", T0 + 1, "BTC", "USDT", "sell", D("0.5"), D(60))])
         else:
             lg.add_transfers([extra])
-        assert not lg.only_usual_trades("USDT")
-        plan = reporter._own_plan(lg, 1)
-        if isinstance(extra, Trade):  # the process that reads the trade finds it, and says so
-            assert plan is not None
-            first, step = plan.first, plan.step
-            fee_in = {a: [r[8] for r in lg.own_trades(a, "USDT", first, step)] for g in plan.groups for a in g}
-            assert fee_in[extra.base] == [-1]
-            assert all(x >= 0 for a, xs in fee_in.items() if a != extra.base for x in xs)
-        else:
-            assert plan is None
-    # Then the whole ledger is read in one piece, as for a small ledger.
+    passes = []
+    first_pass = reporter._resolve
+    monkeypatch.setattr(reporter, "_resolve", lambda *a: passes.append(1) or first_pass(*a))
     one, split = _one_and_split(tmp_path)
     assert (tmp_path / "one.summary.csv").read_bytes() == (tmp_path / "split.summary.csv").read_bytes()
     assert (one.rows, one.warnings, one.holdings) == (split.rows, split.warnings, split.holdings) != (0, [], {})
     assert not list(tmp_path.glob(".*.tmp"))
+    # The first pass runs only for what reads a price: once in each report, or not at all.
+    assert len(passes) == (2 if reads_a_price else 0)
+    _as_the_oracle_writes(tmp_path, "fifo", None, split)
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(0)),  # nothing paid
-        Trade("a", "x", T0, "ETH", "USDT", "sell", D(0), D(5)),  # nothing sold
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "ETH", D("0.5")),  # a fee value
-        Trade("a", "x", T0, "ETH", "USDT", "buy", D(1), D(10), D(0), "BNB"),  # no fee, in a third asset
-    ],
-)
-def test_trades_that_read_no_price_are_usual(tmp_path: Path, extra: Trade) -> None:
+def test_an_amount_of_18_decimals_is_counted_and_one_of_19_is_refused_by_name(tmp_path: Path) -> None:
+    trades = [
+        Trade("a", "1", T0, "ETH", "USDT", "buy", D("1.000000000000000001"), D(2000)),
+        Trade("a", "2", T0 + 1, "BTC", "USDT", "buy", D(1), D("30000.5")),
+        Trade("a", "3", T0 + 2, "ETH", "USDT", "sell", D("0.5"), D(1100)),
+    ]
+    _ledger_of(tmp_path / "l.sqlite", trades, [])
+    one, split = _one_and_split(tmp_path)
+    assert one.holdings == {"BTC": D(1), "ETH": D("0.500000000000000001")}
+    _as_the_oracle_writes(tmp_path, "fifo", None, split)
     with Ledger(tmp_path / "l.sqlite") as lg:
-        lg.add_trades([Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100), D("0.1"), "USDT"), extra])
-        assert lg.only_usual_trades("USDT")
-        plan = reporter._own_plan(lg, 1)
-        assert plan is not None
-        assert all(r[8] >= 0 for g in plan.groups for a in g for r in lg.own_trades(a, "USDT", plan.first, plan.step))
+        lg.add_trades([Trade("a", "4", T0 + 3, "ETH", "USDT", "buy", D("1e-19"), D(1))])
+    with pytest.raises(TaxError, match=r"^a:trade:4: the amount 1E-19 has more than 18 decimals"):
+        reporter.make(tmp_path / "l.sqlite", tmp_path / "g.csv")
 
 
-def test_a_ledger_with_an_amount_in_decimal_text_is_not_split_by_asset(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.sqlite") as lg:
-        lg.add_trades(
-            [
-                Trade("a", "1", T0, "BTC", "USDT", "buy", D(1), D(100)),
-                Trade("a", "2", T0, "ETH", "USDT", "buy", D("1.000000000001"), D(100)),
-            ]
-        )
-        assert lg.only_usual_trades("USDT")
-        assert not lg.all_integers()
-        assert reporter._own_plan(lg, 1) is None
+def test_an_empty_ledger_gives_an_empty_report(tmp_path: Path) -> None:
+    Ledger(tmp_path / "l.sqlite").close()
+    done = reporter.make(tmp_path / "l.sqlite", tmp_path / "g.csv")
+    assert done.rows == 0 and done.holdings == {} and done.summary[-1].asset == "TOTAL"
+    assert (tmp_path / "g.csv").read_bytes() == report.header().encode()
 
 
 def test_a_ledger_of_a_newer_format_is_refused_with_one_line(tmp_path: Path) -> None:
@@ -502,3 +496,19 @@ def test_a_ledger_of_a_newer_format_is_refused_with_one_line(tmp_path: Path) -> 
     db.close()
     with pytest.raises(TaxError, match="newer than this keyplane"):
         Ledger(path)
+
+
+def test_a_ledger_of_format_2_gains_the_index_of_third_asset_fees_and_keeps_its_cursors(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as lg:
+        lg.add_trades([Trade("a", "1", T0, "ETH", "USDT", "buy", D(1), D(10), D("0.01"), "BNB")])
+        lg.set_cursor("a", "trades:ETH/USDT", T0)
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX trades_third_fee")
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    with Ledger(path) as lg:
+        assert lg._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert lg.cursor("a", "trades:ETH/USDT") == T0  # trades were keyed right in format 2
+        assert lg.assets("USDT", weighed=True) == {"ETH": 1, "BNB": 1}
