@@ -461,6 +461,8 @@ def test_events_that_need_a_price_or_another_pool(
     assert not list(tmp_path.glob(".*.tmp"))
     # The first pass runs only for what reads a price: once in each report, or not at all.
     assert len(passes) == (2 if reads_a_price else 0)
+    with Ledger(tmp_path / "l.sqlite") as lg:  # found from the indexes, but for a fee paid on nothing
+        assert lg.reads_prices("USDT") == (reads_a_price and isinstance(extra, Trade) and bool(extra.amount))
     _as_the_oracle_writes(tmp_path, "fifo", None, split)
 
 

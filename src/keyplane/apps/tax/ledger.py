@@ -228,20 +228,37 @@ class Ledger:
         one = self._db.execute
         return sum(int(one(f"SELECT max(rowid) FROM {t}").fetchone()[0] or 0) for t in ("trades", "transfers"))
 
+    def markets(self) -> list[tuple[str, str, str]]:
+        """Every ``(source, base, quote)`` traded, skipping through the primary key one at a time."""
+        one = self._db.execute
+        step = "SELECT source, base, quote FROM trades WHERE (source, base, quote) > (?, ?, ?) ORDER BY 1, 2, 3 LIMIT 1"
+        out: list[tuple[str, str, str]] = []
+        market = one("SELECT source, base, quote FROM trades ORDER BY 1, 2, 3 LIMIT 1").fetchone()
+        while market is not None:
+            out.append(market)
+            market = one(step, market).fetchone()
+        return out
+
+    def reads_prices(self, quote: str) -> bool:
+        """Whether some trade needs another asset's price for sure, as the indexes show: one between
+        two assets other than ``quote``, or a fee in a third asset of unknown value. (A fee paid on
+        nothing needs one too; the report finds such a trade on its way.)"""
+        if any(quote not in market[1:] for market in self.markets()):
+            return True
+        third = f"SELECT 1 FROM trades INDEXED BY trades_third_fee WHERE {THIRD_FEE} AND fee_value IS NULL LIMIT 1"
+        return self._db.execute(third).fetchone() is not None
+
     def assets(self, quote: str, *, weighed: bool = False) -> dict[str, int]:
         """Every asset with a pool (all but ``quote``), with the number of events that touch it if
         ``weighed`` (else 1). Read from the indexes: the markets by skipping through the primary
         key, one at a time, and their sizes by counting its entries."""
         weight: dict[str, int] = {}
         one = self._db.execute
-        step = "SELECT source, base, quote FROM trades WHERE (source, base, quote) > (?, ?, ?) ORDER BY 1, 2, 3 LIMIT 1"
         count = "SELECT count(*) FROM trades WHERE source = ? AND base = ? AND quote = ?"
-        market = one("SELECT source, base, quote FROM trades ORDER BY 1, 2, 3 LIMIT 1").fetchone()
-        while market is not None:
+        for market in self.markets():
             n = int(one(count, market).fetchone()[0]) if weighed else 1
             for a in market[1:]:
                 weight[a] = weight.get(a, 0) + n
-            market = one(step, market).fetchone()
         third = f"SELECT fee_asset, count(*) FROM trades INDEXED BY trades_third_fee WHERE {THIRD_FEE} GROUP BY 1"
         for a, n in [*one(third), *one("SELECT asset, count(*) FROM transfers GROUP BY asset")]:
             weight[a] = weight.get(a, 0) + (int(n) if weighed else 1)

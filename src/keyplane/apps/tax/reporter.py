@@ -14,9 +14,10 @@ One engine (``engine.py``), over integers at one scale (``figures.py``), split b
    keeps every core busy to the end even when the assets are of unequal size. A small ledger, or a
    system that cannot fork, runs as one group in this process.
 
-Whether an event needs a price is found on the way: a process that meets one stops, and so do
-the others; the report then runs the first pass and starts again. A ledger with transfers that
-need a price runs the first pass at once.
+The first pass runs when the indexes show a trade between two assets other than the report
+currency, a fee in a third asset of unknown value, or a deposit. A rarer event that needs a price
+(a fee paid on nothing) is found on the way: the process that meets it stops, and so do the
+others; the report then runs the first pass and starts again.
 
 Every disposal and warning carries its event's key, so the lines are in the order one engine
 gives: the file is byte for byte the one-process one. It is written beside its final name and
@@ -126,12 +127,13 @@ def make(
                     tally = _written(tmp, [], _Tally(0, {}, [], [], {}))
                 return _finished(out, method, quote, scale, tally)
             groups = _groups(ledger, quote, parallel_events)
+            reads_prices = ledger.reads_prices(quote)
             transfers = ledger.rows(order, scale, wide, trades=False)
         pairs = match_transfers(t for t in transfers if type(t) is TransferRow)
         job = _Job(ledger_path, method, quote, long_term_days, year, scale, wide, order, pairs, None)
         matched = set(pairs.values())
-        if any(t.kind == "deposit" and t.key not in matched for t in transfers):  # type: ignore[union-attr]
-            job.resolved = _resolve(job, matched)  # a deposit is valued at a price
+        if reads_prices or any(t.kind == "deposit" and t.key not in matched for t in transfers):  # type: ignore[union-attr]
+            job.resolved = _resolve(job, matched)  # the first pass, before the pools
         with report.replacing(out) as tmp:
             try:
                 tally = _report(job, groups, tmp)
