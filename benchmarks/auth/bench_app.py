@@ -16,6 +16,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import Request
 
+from benchmarks.auth.compat import record_loader
 from keyplane.api.app import create_app
 from keyplane.api.binance import account
 from keyplane.api.binance.account import restrictions_view
@@ -37,7 +38,7 @@ def main() -> None:
         rate_limit_public_per_ip="100000000/minute",
     )
     services = build_services(settings)
-    record = services.keys.records.load(key_id)
+    record = record_loader(services)(key_id)
     assert record is not None
     fixed = AuthContext(record, {}, "127.0.0.1", RouteRule(None), "binance")
 

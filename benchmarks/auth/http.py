@@ -33,8 +33,8 @@ from urllib.parse import quote
 import httpx
 from nacl.signing import SigningKey
 
+from benchmarks.auth.compat import create_key
 from benchmarks.loadgen import build_get, free_port, run_load
-from keyplane.accounts.stepup import StepUp
 from keyplane.keys.pubkeys import public_key_pem
 from keyplane.services import build_services
 from keyplane.settings import Settings
@@ -72,11 +72,9 @@ def main() -> None:
         settings = Settings(data_dir=data, database_url=None, redis_url=None)
         svc = build_services(settings)
         user = svc.accounts.create_user("bench@example.com", "a long and unguessable passphrase 42")
-        hkey = svc.keys.create(user.id, scopes=("read",), step_up=StepUp.operator())
+        hkey = create_key(svc, user.id, scopes=("read",))
         sk = SigningKey.generate()
-        ekey = svc.keys.create(
-            user.id, key_type="ed25519", public_key=public_key_pem(bytes(sk.verify_key)), step_up=StepUp.operator()
-        )
+        ekey = create_key(svc, user.id, key_type="ed25519", public_key=public_key_pem(bytes(sk.verify_key)))
         svc.close()
 
         port = free_port()

@@ -21,15 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 
+from benchmarks.auth.compat import create_key, encode_master_key, new_master_key
 from benchmarks.loadgen import free_port
-from keyplane.accounts.stepup import StepUp
-from keyplane.crypto.keyring import encode_master_key, new_master_key
 from keyplane.services import build_services
 from keyplane.settings import Settings
 
@@ -53,7 +53,7 @@ def _request(port: int, key: str, secret: str, params: dict[str, str]) -> bytes:
 
 
 async def _run(
-    port: int, requests: list[bytes], connections: int, max_seconds: float
+    port: int, requests: list[Callable[[], bytes]], connections: int, max_seconds: float
 ) -> tuple[int, float, dict[int, int]]:
     queue = list(reversed(requests))
     statuses: dict[int, int] = {}
@@ -114,7 +114,7 @@ def main() -> None:
             )
             svc.exchange.wallet.credit(user.id, "USDT", "100000000")
             svc.exchange.wallet.credit(user.id, "BTC", "100000")
-            issued = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
+            issued = create_key(svc, user.id, scopes=("read", "trade"))
             keys.append((issued.info.api_key, issued.secret))
         svc.close()
 
@@ -136,7 +136,7 @@ def main() -> None:
                     time.sleep(0.1)
             for series in ("warmup", "rest", "cross"):
                 total = 1000 if series == "warmup" else args.orders
-                reqs = []
+                reqs: list[Callable[[], bytes]] = []
                 for i in range(total):
                     key, secret = keys[i % 2]
                     if series == "cross":
