@@ -98,16 +98,6 @@ class KeyRecord:
     def __repr__(self) -> str:
         return f"KeyRecord(public_id={self.public_id[:12]!r}…, type={self.key_type}, status={self.status})"
 
-    def idle_deadline(self, last_used: dt.datetime | None) -> dt.datetime | None:
-        if self.idle_expiry is None:
-            return None
-        return max(last_used or self.created_at, self.created_at) + self.idle_expiry
-
-    def effective_expiry(self, last_used: dt.datetime | None) -> dt.datetime | None:
-        """When the key stops working: its own expiry or its idle deadline, whichever is first."""
-        candidates = [d for d in (self.restrictions.expires_at, self.idle_deadline(last_used)) if d is not None]
-        return min(candidates) if candidates else None
-
     def deadline_ts(self, last_seen_ts: float | None) -> float | None:
         """Epoch seconds after which the key no longer works (explicit or idle expiry), or None."""
         deadline = self.expires_ts
