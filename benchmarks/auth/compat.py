@@ -7,7 +7,9 @@ checkout put first on ``PYTHONPATH``. Each name here is looked up once, whicheve
   operator's CLI); 31d8381 had no step-up and took no such argument;
 - the cacheable key record: ``keys.records.load`` now, ``keys.load_record`` at 31d8381;
 - master keys: ``keyplane.crypto.keyring`` now, ``keyplane.keys.secretbox`` at 31d8381;
-- the expiry sweep and the last-used writes: on ``keys.records`` now, on ``keys`` at 31d8381.
+- the expiry sweep and the last-used writes: on ``keys.records`` now, on ``keys`` at 31d8381;
+- a gate that admits everything (:class:`OpenGate`, for the pipeline's cost without the gate): the
+  benchmarks' own now; the pipeline's default at 31d8381.
 """
 
 from __future__ import annotations
@@ -29,11 +31,26 @@ except ImportError:  # 31d8381: no step-up proofs
 
 
 try:
+    from keyplane.auth.admission import Admission
+except ImportError:  # 31d8381
+    from keyplane.auth.gates import Admission  # type: ignore[attr-defined,no-redef,unused-ignore]
+
+_UNTRACKED = Admission()
+
+try:
     from keyplane.crypto.keyring import encode_master_key, new_master_key
 except ImportError:  # 31d8381
     from keyplane.keys.secretbox import encode_master_key, new_master_key  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-__all__ = ["create_key", "encode_master_key", "key_records", "new_master_key", "operator_proof", "record_loader"]
+__all__ = [
+    "OpenGate",
+    "create_key",
+    "encode_master_key",
+    "key_records",
+    "new_master_key",
+    "operator_proof",
+    "record_loader",
+]
 
 
 def create_key(svc: Any, user_id: int, **kwargs: Any) -> Any:
@@ -50,3 +67,26 @@ def record_loader(svc: Any) -> Callable[[str], Any]:
 def key_records(svc: Any) -> Any:
     """The object with ``sweep`` and ``record_usage``: ``keys.records`` now, ``keys`` at 31d8381."""
     return getattr(svc.keys, "records", svc.keys)
+
+
+class OpenGate:
+    """A request gate that admits everything: the pipeline's cost without the replay guard and
+    rate limits (``keyplane.auth.admission.RequestGate``'s contract)."""
+
+    in_process = True
+    replay_since_s = 0.0
+
+    def admit_now(self, *args: Any, **kwargs: Any) -> Any:
+        return _UNTRACKED
+
+    async def admit(self, *args: Any, **kwargs: Any) -> Any:
+        return _UNTRACKED
+
+    async def admit_public(self, *args: Any, **kwargs: Any) -> Any:
+        return _UNTRACKED
+
+    def locked_out(self, client_ip: str) -> float:
+        return 0.0
+
+    def note_failure(self, client_ip: str) -> None:
+        return None

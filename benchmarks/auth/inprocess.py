@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from nacl.signing import SigningKey
 
-from benchmarks.auth.compat import create_key, record_loader
+from benchmarks.auth.compat import OpenGate, create_key, record_loader
 from keyplane.auth.gates import MemoryGate
 from keyplane.auth.keycache import KeyCache
 from keyplane.auth.pipeline import Authenticator
@@ -98,7 +98,7 @@ def main() -> None:
             svc, user.id, scopes=("read", "trade"), key_type="ed25519", public_key=public_key_pem(bytes(sk.verify_key))
         )
         cache = KeyCache(record_loader(svc))
-        auth = Authenticator(settings, cache)
+        auth = Authenticator(settings, cache, gate=OpenGate())
         gated = Authenticator(settings, cache, gate=MemoryGate(settings))
         rule = RouteRule(Scope.TRADE, symbol_restricted=True)
 

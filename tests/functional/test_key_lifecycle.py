@@ -152,13 +152,14 @@ def test_idle_expiry_for_unrestricted_trading_keys(services, make_key):
 def test_expired_key_is_rejected_by_the_pipeline_before_any_sweep(services, make_key):
     """Verification enforces idle expiry by itself; the sweep only records it."""
     from keyplane.auth.errors import KeyExpired
+    from keyplane.auth.gates import MemoryGate
     from keyplane.auth.keycache import KeyCache
     from keyplane.auth.pipeline import Authenticator
 
     issued = make_key(scopes=("read", "trade"))
     record = services.keys.records.load(issued.info.api_key)
     assert record is not None
-    auth = Authenticator(services.settings, KeyCache(services.keys.records.load))
+    auth = Authenticator(services.settings, KeyCache(services.keys.records.load), gate=MemoryGate(services.settings))
     auth.check_key_state(record, time.time())
     with pytest.raises(KeyExpired, match="idle days"):
         auth.check_key_state(record, time.time() + services.settings.idle_expiry_days * 86400 + 60)

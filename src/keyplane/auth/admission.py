@@ -1,8 +1,7 @@
 """The request gate's contract, and what its two backends share.
 
 The gate is the replay guard and the rate limits behind one call, made after the signature is
-verified. :class:`RequestGate` is the contract and :class:`Admission` what it answers;
-:class:`OpenGate` admits everything (tests of other stages, benchmarks). The backends are in
+verified. :class:`RequestGate` is the contract and :class:`Admission` what it answers. The backends are in
 ``auth/gates.py``: ``MemoryGate`` answers from memory (one node), ``RedisGate`` in a single round
 trip for several nodes.
 
@@ -69,7 +68,6 @@ class RequestGate(Protocol):
 
     async def admit(
         self,
-        *,
         key_id: str,
         client_ip: str,
         rule: RouteRule,
@@ -94,46 +92,6 @@ class RequestGate(Protocol):
     def note_failure(self, client_ip: str) -> None:
         """Count one failed authentication from this IP towards a lockout."""
         ...
-
-
-_UNTRACKED = Admission()
-
-
-class OpenGate:
-    in_process = True
-    replay_since_s = 0.0
-
-    def admit_now(
-        self,
-        key_id: str,
-        client_ip: str,
-        rule: RouteRule,
-        replay_token: str | None,
-        replay_ttl_s: float,
-        repeatable_as: str | None = None,
-    ) -> Admission:
-        return _UNTRACKED
-
-    async def admit(
-        self,
-        *,
-        key_id: str,
-        client_ip: str,
-        rule: RouteRule,
-        replay_token: str | None,
-        replay_ttl_s: float,
-        repeatable_as: str | None = None,
-    ) -> Admission:
-        return _UNTRACKED
-
-    async def admit_public(self, client_ip: str, rule: RouteRule) -> Admission:
-        return _UNTRACKED
-
-    def locked_out(self, client_ip: str) -> float:
-        return 0.0
-
-    def note_failure(self, client_ip: str) -> None:
-        return None
 
 
 MAX_TRACKED = 100_000  # bound on replay tokens / lockouts held in memory

@@ -143,7 +143,6 @@ class MemoryGate:
 
     async def admit(
         self,
-        *,
         key_id: str,
         client_ip: str,
         rule: RouteRule,
@@ -274,7 +273,6 @@ class RedisGate:
 
     async def admit(
         self,
-        *,
         key_id: str,
         client_ip: str,
         rule: RouteRule,

@@ -31,16 +31,6 @@ _PUBLIC_LIMITED = ("/api/", "/sapi/")
 _PUBLIC_RULE = RouteRule(None, "binance", 1, False, "public")
 
 
-def _with_weight(send: Send, used: int | None) -> Send:
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = [*message.get("headers", []), (b"x-mbx-used-weight-1m", str(used).encode())]
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return wrapped
-
-
 def error_body(error: KeyplaneError, dialect: str) -> bytes:
     if dialect == "binance":
         doc: dict[str, Any] = {"code": error.binance_code, "msg": error.message, "reason": error.code}
@@ -133,7 +123,7 @@ class SignedRequestMiddleware:
         except KeyplaneError as e:
             await send_error(send, e, "binance")
             return
-        await self.app(scope, receive, _with_weight(send, admission.used) if admission.limit else send)
+        await self.app(scope, receive, self._with_headers(send, admission, "binance") if admission.limit else send)
 
     async def _signed(self, scope: Scope, receive: Receive, send: Send, rule: RouteRule) -> None:
         ip = self.client_ip(scope)

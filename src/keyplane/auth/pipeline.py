@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from keyplane.auth import errors as E
-from keyplane.auth.admission import Admission, OpenGate, RequestGate
+from keyplane.auth.admission import Admission, RequestGate
 from keyplane.auth.dialects import binance, httpsig
 from keyplane.auth.keycache import KeyCache, UsageRecorder, _Miss
 from keyplane.auth.request import SignedRequest
@@ -74,14 +74,14 @@ class Authenticator:
         settings: Settings,
         cache: KeyCache,
         *,
-        gate: RequestGate | None = None,
+        gate: RequestGate,
         usage: UsageRecorder | None = None,
         on_failure: FailureSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.cache = cache
-        self.gate: RequestGate = gate or OpenGate()
+        self.gate = gate
         self.usage = usage or UsageRecorder()
         self.on_failure = on_failure
         self.clock = clock
@@ -325,15 +325,19 @@ class Authenticator:
         if req.key_id is None or not self.gate.in_process:
             return None
         rec = self.cache.hot(req.key_id)
-        if rec is None:
-            return None
+        return None if rec is None else self._admit_now(rec, req, method, rule, client_ip)
+
+    def _admit_now(
+        self, rec: KeyRecord, req: SignedRequest, method: str, rule: RouteRule, client_ip: str | None
+    ) -> AuthContext:
         repeatable_as, ttl_s, now_s = self.check(rec, req, method, rule, client_ip)
-        key_id = rec.public_id
         try:
-            admission = self.gate.admit_now(key_id, client_ip or "-", rule, req.replay_token, ttl_s, repeatable_as)
+            admission = self.gate.admit_now(
+                rec.public_id, client_ip or "-", rule, req.replay_token, ttl_s, repeatable_as
+            )
         except E.ReplayDetected as e:
             self.reject_replay(req, e)
-        self.usage.touch(key_id, now_s, client_ip)
+        self.usage.touch(rec.public_id, now_s, client_ip)
         return AuthContext(rec, req.params, client_ip, rule, req.dialect, admission, req.not_after_s)
 
     async def authenticate(
@@ -349,23 +353,16 @@ class Authenticator:
         rec = self.cache.hot(req.key_id) if req.key_id else None
         if rec is None:
             rec = await self.lookup(self.check_key_format(req.key_id))
+        if self.gate.in_process:
+            return self._admit_now(rec, req, method, rule, client_ip)
         repeatable_as, ttl_s, now_s = self.check(rec, req, method, rule, client_ip)
-        key_id, ip_key = rec.public_id, client_ip or "-"
         try:
-            if self.gate.in_process:
-                admission = self.gate.admit_now(key_id, ip_key, rule, req.replay_token, ttl_s, repeatable_as)
-            else:
-                admission = await self.gate.admit(
-                    key_id=key_id,
-                    client_ip=ip_key,
-                    rule=rule,
-                    replay_token=req.replay_token,
-                    replay_ttl_s=ttl_s,
-                    repeatable_as=repeatable_as,
-                )
+            admission = await self.gate.admit(
+                rec.public_id, client_ip or "-", rule, req.replay_token, ttl_s, repeatable_as
+            )
         except E.ReplayDetected as e:
             self.reject_replay(req, e)
-        self.usage.touch(key_id, now_s, client_ip)
+        self.usage.touch(rec.public_id, now_s, client_ip)
         return AuthContext(rec, req.params, client_ip, rule, req.dialect, admission, req.not_after_s)
 
     def count_failure(self, error: E.AuthError, *, key_id: str | None, ip: str | None, route: str, method: str) -> None:
@@ -374,7 +371,3 @@ class Authenticator:
             self.gate.note_failure(ip)
         if self.on_failure is not None:
             self.on_failure(error, key_id=key_id, ip=ip, route=route, method=method)
-
-
-def scopes_summary(scopes: Sequence[Scope]) -> str:
-    return _has(frozenset(scopes))
