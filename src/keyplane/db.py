@@ -267,10 +267,6 @@ class Database:
         except UNAVAILABLE_ERRORS as e:
             raise ServiceUnavailable("the database is unavailable") from e
 
-    def lock_rows_clause(self) -> bool:
-        """Whether ``SELECT ... FOR UPDATE`` means anything here (not on SQLite)."""
-        return not self.is_sqlite
-
     def ping(self) -> None:
         try:
             with self.engine.connect() as conn:

@@ -14,6 +14,7 @@ from keyplane.accounts.stepup import StepUp
 from keyplane.audit.events import EventType
 from keyplane.audit.models import AuditEvent
 from keyplane.keys import leaks
+from keyplane.keys import records as key_records
 from keyplane.keys import service as key_service
 from keyplane.keys.errors import KeyStateError, StepUpRequired, WithdrawNeedsIpAllowlist
 from keyplane.keys.models import ApiKey
@@ -171,15 +172,14 @@ def test_leak_revocation_and_its_evidence_are_one_transaction(services, make_key
     issued = make_key()
     key = issued.info.api_key
     found = [leaks.Leak(kind="api_key", masked="…", where="dump.txt:3", api_key=key, status="active")]
-    real = key_service.audit
+    real = key_records.audit
 
     def crash_on_leak(s, event, **kw):
         if event == EventType.KEY_LEAKED:
             raise RuntimeError("the process died here")
         return real(s, event, **kw)
 
-    monkeypatch.setattr(key_service, "audit", crash_on_leak)
-    monkeypatch.setattr(leaks, "audit", crash_on_leak, raising=False)
+    monkeypatch.setattr(key_records, "audit", crash_on_leak)  # every key event is written through it
     with pytest.raises(RuntimeError):
         leaks.revoke(services.keys, found)
     assert services.keys.get(key).status == "active"  # nothing was written: the key is still live

@@ -134,11 +134,6 @@ class SessionService:
         with self.db.transaction() as s:
             s.execute(delete(AccountSession).where(AccountSession.token_hash == token_hash(token)))
 
-    def end_all(self, user_id: int, *, keep: str | None = None) -> int:
-        """End every session of the user (except the one with token ``keep``); returns how many."""
-        with self.db.transaction() as s:
-            return end_sessions(s, user_id, keep=keep)
-
     def _ended(self, now: dt.datetime) -> Any:
         return (AccountSession.expires_at <= now) | (AccountSession.last_seen_at <= now - self.idle)
 
@@ -159,10 +154,3 @@ class SessionService:
             s.execute(delete(AccountSession).where(AccountSession.token_hash.in_(hashes)))
             count += len(hashes)
         return count
-
-    def purge_expired(self, now: dt.datetime | None = None) -> int:
-        """Delete every ended session row; returns how many."""
-        now = now or utcnow()
-        with self.db.transaction() as s:
-            result = s.execute(delete(AccountSession).where(self._ended(now)))
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -153,15 +152,7 @@ class TwoFactorService:
                 row.confirmed_at = now
                 codes = self._new_codes(s, user_id, secret, now)
                 ended = end_sessions(s, user_id, keep=keep_session)
-                audit(
-                    s,
-                    AccountEvent.TOTP_ENROLLED,
-                    actor=f"user:{user_id}",
-                    ip=ip,
-                    user_id=user_id,
-                    data={"sessions_ended": ended},
-                    now=now,
-                )
+                _audit(s, AccountEvent.TOTP_ENROLLED, user_id, ip, {"sessions_ended": ended}, now)
         if failure:
             self._failed(user_id, ip, failure, now)
         return codes
@@ -205,7 +196,7 @@ class TwoFactorService:
                     failure = "that recovery code is wrong or was already used"
                 else:
                     hit.used_at = now
-                    audit(s, AccountEvent.RECOVERY_CODE_USED, actor=f"user:{user_id}", ip=ip, user_id=user_id)
+                    _audit(s, AccountEvent.RECOVERY_CODE_USED, user_id, ip, None, now)
             else:
                 try:
                     row.last_counter = totp.verify_totp(
@@ -235,14 +226,8 @@ class TwoFactorService:
                 raise TwoFactorRequired()
             codes = self._new_codes(s, user_id, self._secret(row), now)
             ended = end_sessions(s, user_id, keep=keep_session)
-            audit(
-                s,
-                AccountEvent.RECOVERY_CODES_REGENERATED,
-                actor=f"user:{user_id}",
-                ip=ip,
-                user_id=user_id,
-                data={"sessions_ended": ended, "step_up": proof.how},
-            )
+            data = {"sessions_ended": ended, "step_up": proof.how}
+            _audit(s, AccountEvent.RECOVERY_CODES_REGENERATED, user_id, ip, data, now)
         return codes
 
     def _new_codes(self, s: Session, user_id: int, secret: str, now: dt.datetime) -> list[str]:
@@ -256,20 +241,14 @@ class TwoFactorService:
     def _failed(self, user_id: int, ip: str | None, reason: str, now: dt.datetime) -> None:
         self.throttle.failed(self.throttle.totp, str(user_id), ip)
         with self.db.transaction() as s:
-            audit(
-                s,
-                AccountEvent.TOTP_FAILED,
-                actor=f"user:{user_id}",
-                ip=ip,
-                user_id=user_id,
-                data={"reason": reason},
-                now=now,
-            )
+            _audit(s, AccountEvent.TOTP_FAILED, user_id, ip, {"reason": reason}, now)
         raise TotpInvalid(
             "this code was already used; wait for the next one" if "already" in reason else f"{reason}; try again"
         )
 
 
-def current_code(secret: str) -> str:
-    """The code an authenticator shows now (for the CLI and tests)."""
-    return totp.totp_at(secret, totp.counter_at(time.time()))
+def _audit(
+    s: Session, event: AccountEvent, user_id: int, ip: str | None, data: dict[str, Any] | None, now: dt.datetime
+) -> None:
+    """Record what the account's owner did with their second factor."""
+    audit(s, event, actor=f"user:{user_id}", ip=ip, user_id=user_id, data=data, now=now)

@@ -35,22 +35,8 @@ def record(
     head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
     created_at = now or utcnow()
     data_text = json.dumps(data or {}, sort_keys=True, separators=(",", ":"), default=str)
-    seq = head.seq + 1
-    digest = chain.link(
-        head.hash,
-        chain.canonical(
-            seq=seq,
-            created_at=created_at,
-            event_type=str(event_type),
-            actor=actor,
-            user_id=user_id,
-            key_id=key_id,
-            ip=ip,
-            data=data_text,
-        ),
-    )
     event = AuditEvent(
-        seq=seq,
+        seq=head.seq + 1,
         created_at=created_at,
         event_type=str(event_type),
         actor=actor,
@@ -59,10 +45,9 @@ def record(
         ip=ip,
         data=data_text,
         prev_hash=head.hash,
-        hash=digest,
     )
+    event.hash = chain.event_hash(event)
     session.add(event)
-    head.seq = seq
-    head.hash = digest
+    head.seq, head.hash = event.seq, event.hash
     session.flush()
     return event

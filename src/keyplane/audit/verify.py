@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from keyplane.audit import chain
+from keyplane.audit.chain import event_hash
 from keyplane.audit.models import AuditEvent, AuditHead
 from keyplane.db import Database
 
@@ -49,67 +50,30 @@ class VerifyReport:
         return self.problem is None
 
 
-def event_hash(e: AuditEvent) -> str:
-    return chain.link(
-        e.prev_hash,
-        chain.canonical(
-            seq=e.seq,
-            created_at=e.created_at,
-            event_type=e.event_type,
-            actor=e.actor,
-            user_id=e.user_id,
-            key_id=e.key_id,
-            ip=e.ip,
-            data=e.data,
-        ),
-    )
-
-
 def check_events(events: Iterable[AuditEvent], head: tuple[int, str] | None) -> VerifyReport:
     """Check events in ``seq`` order against each other and against the head. Pure."""
     prev_seq, prev_hash = 0, chain.GENESIS
     count = 0
+
+    def problem(seq: int, kind: str, detail: str) -> VerifyReport:
+        return VerifyReport(count, prev_seq, prev_hash, ChainProblem(seq, kind, detail))
+
     for e in events:
         count += 1
         if e.seq != prev_seq + 1:
-            return VerifyReport(
-                count,
-                prev_seq,
-                prev_hash,
-                ChainProblem(
-                    e.seq,
-                    "seq_gap",
-                    f"event {e.seq} follows event {prev_seq}: events {prev_seq + 1}..{e.seq - 1} are missing",
-                ),
-            )
+            detail = f"event {e.seq} follows event {prev_seq}: events {prev_seq + 1}..{e.seq - 1} are missing"
+            return problem(e.seq, "seq_gap", detail)
         if e.prev_hash != prev_hash:
-            return VerifyReport(
-                count,
-                prev_seq,
-                prev_hash,
-                ChainProblem(e.seq, "prev_hash_mismatch", f"event {e.seq} does not link to event {prev_seq}"),
-            )
+            return problem(e.seq, "prev_hash_mismatch", f"event {e.seq} does not link to event {prev_seq}")
         if event_hash(e) != e.hash:
-            return VerifyReport(
-                count,
-                prev_seq,
-                prev_hash,
-                ChainProblem(
-                    e.seq, "hash_mismatch", f"event {e.seq} ({e.event_type}) was changed after it was written"
-                ),
-            )
+            return problem(e.seq, "hash_mismatch", f"event {e.seq} ({e.event_type}) was changed after it was written")
         prev_seq, prev_hash = e.seq, e.hash
     if head is not None and (head[0] != prev_seq or head[1] != prev_hash):
-        return VerifyReport(
-            count,
-            prev_seq,
-            prev_hash,
-            ChainProblem(
-                prev_seq + 1,
-                "head_mismatch",
-                f"the chain ends at event {prev_seq} but the head records event {head[0]}: events after "
-                f"{prev_seq} were deleted (or the head was edited)",
-            ),
+        return problem(
+            prev_seq + 1,
+            "head_mismatch",
+            f"the chain ends at event {prev_seq} but the head records event {head[0]}: events after "
+            f"{prev_seq} were deleted (or the head was edited)",
         )
     return VerifyReport(count, prev_seq, prev_hash, None)
 

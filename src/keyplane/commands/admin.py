@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,12 +10,12 @@ import typer
 from rich.table import Table
 
 from keyplane.accounts.stepup import StepUp
-from keyplane.commands.common import emit_json, fail, out_console, services
+from keyplane.commands.common import emit, emit_json, fail, out_console, services
 from keyplane.crypto.keyring import encode_master_key, new_master_key
-from keyplane.keys.errors import InvalidRestriction
 from keyplane.keys.rotation import MasterKeyRotation
+from keyplane.keys.rules import parse_expiry, parse_grace
 from keyplane.keys.schemas import IssuedKey, KeyInfo
-from keyplane.keys.scopes import parse_duration, scopes_text
+from keyplane.keys.scopes import scopes_text
 
 app = typer.Typer(help="Operator commands: users, keys, master key.", no_args_is_help=True)
 
@@ -60,10 +59,7 @@ def create_user(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     with services() as svc:
         user = svc.accounts.create_user(email, password)
-    if as_json:
-        emit_json(user.to_json())
-    else:
-        out_console.print(f"created user {user.email} (id {user.id})")
+    emit(as_json, user.to_json(), f"created user {user.email} (id {user.id})")
 
 
 @app.command("create-key")
@@ -74,7 +70,7 @@ def create_key(
     symbol: Annotated[list[str] | None, typer.Option("--symbol", help="An allowed symbol; repeat.")] = None,
     max_notional: Annotated[str | None, typer.Option(help="Largest order value, in the quote asset.")] = None,
     daily_withdraw_cap: Annotated[str | None, typer.Option(help="Most that may be withdrawn per day.")] = None,
-    expires_in: Annotated[str | None, typer.Option(help="For example 30d, 12h.")] = None,
+    expires_in: Annotated[str | None, typer.Option(help="A duration (30d, 12h) or a date (2027-01-31).")] = None,
     label: Annotated[str, typer.Option(help="A name for the key.")] = "",
     key_type: Annotated[str, typer.Option("--type", help="hmac or ed25519.")] = "hmac",
     public_key: Annotated[Path | None, typer.Option(help="Ed25519 public key PEM file.")] = None,
@@ -85,16 +81,12 @@ def create_key(
         fail(f"unknown key type {key_type!r}; choose hmac or ed25519")
     pem = _read_public_key(public_key)
     with services() as svc:
-        try:
-            expires_at = dt.datetime.now(dt.UTC) + parse_duration(expires_in) if expires_in else None
-        except InvalidRestriction as e:
-            fail(e.message)
         restrictions = svc.keys.build_restrictions(
             ips=ip or [],
             symbols=symbol or [],
             max_notional=max_notional,
             daily_withdraw_cap=daily_withdraw_cap,
-            expires_at=expires_at,
+            expires_at=parse_expiry(expires_in),
         )
         user_id = svc.keys.user_id_for_email(email)
         issued = svc.keys.create(
@@ -106,10 +98,7 @@ def create_key(
             public_key=pem,
             step_up=StepUp.operator(),
         )
-    if as_json:
-        emit_json(issued.to_json())
-    else:
-        _print_issued(issued)
+    emit(as_json, issued.to_json(), lambda: _print_issued(issued))
 
 
 @app.command("list-keys")
@@ -140,10 +129,7 @@ def show_key(api_key: str, as_json: JsonOpt = False) -> None:
     """Show one key."""
     with services() as svc:
         info = svc.keys.get(api_key.strip())
-    if as_json:
-        emit_json(info.to_json())
-    else:
-        _print_key(info)
+    emit(as_json, info.to_json(), lambda: _print_key(info))
 
 
 @app.command("update-key")
@@ -163,10 +149,6 @@ def update_key(
     from keyplane.keys.service import UNSET
 
     with services() as svc:
-        try:
-            expires_at = dt.datetime.now(dt.UTC) + parse_duration(expires_in) if expires_in else UNSET
-        except InvalidRestriction as e:
-            fail(e.message)
         info = svc.keys.update(
             api_key.strip(),
             scopes=scope if scope else UNSET,
@@ -174,23 +156,17 @@ def update_key(
             symbols=symbol if symbol else UNSET,
             max_notional=max_notional if max_notional is not None else UNSET,
             daily_withdraw_cap=daily_withdraw_cap if daily_withdraw_cap is not None else UNSET,
-            expires_at=expires_at,
+            expires_at=parse_expiry(expires_in) if expires_in else UNSET,
             label=label if label is not None else UNSET,
             step_up=StepUp.operator(),
         )
-    if as_json:
-        emit_json(info.to_json())
-    else:
-        _print_key(info)
+    emit(as_json, info.to_json(), lambda: _print_key(info))
 
 
 def _status_command(verb: str, api_key: str, as_json: bool, **options: object) -> None:
     with services() as svc:
         info = getattr(svc.keys, verb)(api_key.strip(), **options)
-    if as_json:
-        emit_json(info.to_json())
-    else:
-        out_console.print(f"{info.api_key}: {info.effective_status}")
+    emit(as_json, info.to_json(), f"{info.api_key}: {info.effective_status}")
 
 
 @app.command("revoke-key")
@@ -219,10 +195,7 @@ def revoke_all(email: str, as_json: JsonOpt = False) -> None:
     with services() as svc:
         uid = svc.keys.user_id_for_email(email)
         ids = svc.keys.revoke_all(uid, also=lambda s: end_sessions(s, uid))
-    if as_json:
-        emit_json({"revoked": ids, "count": len(ids)})
-    else:
-        out_console.print(f"revoked {len(ids)} key(s)")
+    emit(as_json, {"revoked": ids, "count": len(ids)}, f"revoked {len(ids)} key(s)")
 
 
 @app.command("rotate-key")
@@ -235,10 +208,7 @@ def rotate_key(
     """Give a key a new secret, shown once. The old one works until the grace period ends."""
     pem = _read_public_key(public_key)
     with services() as svc:
-        try:
-            grace_td = parse_duration(grace) if grace != "0" else dt.timedelta(0)
-        except InvalidRestriction as e:
-            fail(e.message)
+        grace_td = parse_grace(grace, svc.settings.rotate_grace_default_s)
         issued = svc.keys.rotate(api_key.strip(), grace=grace_td, public_key=pem, step_up=StepUp.operator())
     if as_json:
         emit_json(issued.to_json())
@@ -271,10 +241,7 @@ def add_master_key(as_json: JsonOpt = False) -> None:
     """
     with services() as svc:
         kid = MasterKeyRotation(svc.db, svc.master).add_key()
-    if as_json:
-        emit_json({"added": kid})
-    else:
-        out_console.print(f"added master key {kid}; now run: keyplane admin rotate-master-key")
+    emit(as_json, {"added": kid}, f"added master key {kid}; now run: keyplane admin rotate-master-key")
 
 
 @app.command("rotate-master-key")
@@ -325,7 +292,4 @@ def sweep(as_json: JsonOpt = False) -> None:
     """Mark expired keys and warn about idle ones now (the server also does this every minute)."""
     with services() as svc:
         result = svc.keys.records.sweep()
-    if as_json:
-        emit_json(result)
-    else:
-        out_console.print(f"expired {result['expired']}, warned {result['warned']}")
+    emit(as_json, result, f"expired {result['expired']}, warned {result['warned']}")

@@ -52,3 +52,13 @@ def services() -> Iterator[Services]:
 
 def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def emit(as_json: bool, doc: Any, text: str | Callable[[], None]) -> None:
+    """Print ``doc`` as JSON for scripts, or else ``text``: a line, or a function that prints."""
+    if as_json:
+        emit_json(doc)
+    elif callable(text):
+        text()
+    else:
+        out_console.print(text)

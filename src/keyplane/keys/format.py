@@ -106,11 +106,6 @@ def parse_credential(value: str) -> Credential | None:
     return None
 
 
-def is_keyplane_credential(value: str) -> bool:
-    """Whether ``value`` is a well-formed keyplane API key or secret (prefix, length and checksum)."""
-    return parse_credential(value) is not None
-
-
 def find_credentials(text: str) -> list[Credential]:
     """Every well-formed keyplane credential in ``text``; look-alikes with a bad checksum are skipped."""
     found = []

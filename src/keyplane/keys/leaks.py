@@ -16,12 +16,12 @@ from sqlalchemy import select
 
 from keyplane.accounts.models import User
 from keyplane.audit.events import EventType
-from keyplane.audit.service import record as audit
 from keyplane.crypto.secretbox import SecretBoxError
 from keyplane.db import utcnow
 from keyplane.keys import format as keyformat
 from keyplane.keys import rules
 from keyplane.keys.models import ApiKey
+from keyplane.keys.records import audit_key
 from keyplane.keys.rules import ADMIN_CLI, Actor
 from keyplane.keys.service import KeyService
 
@@ -139,7 +139,7 @@ def revoke_leaked(
             rules.mark_revoked(row, now)
             events.insert(0, (EventType.KEY_REVOKED, {"reason": "leaked"}))
         for event, facts in events:
-            audit(s, event, actor=actor.name, ip=actor.ip, user_id=row.user_id, key_id=public_id, data=facts, now=now)
+            audit_key(s, event, row, actor, facts, now)
     if revoked:
         service.notify([public_id])
     return revoked

@@ -7,7 +7,6 @@ key schedule) or the Ed25519 verify key. Its repr shows no secret material.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass, field
 
@@ -71,18 +70,16 @@ class KeyRecord:
     scopes: frozenset[Scope]
     restrictions: Restrictions
     status: str  # active | disabled | expired | revoked
-    created_at: dt.datetime
-    last_used_at: dt.datetime | None
-    # Set when the key can trade or withdraw and is not IP-bound (no allowlist, or an entry broader
-    # than ``keyplane.keys.scopes.MIN_BOUND_PREFIX``): it expires after this much idleness.
-    idle_expiry: dt.timedelta | None
     # The current credential first; a rotated-out one follows while its grace period lasts.
     verifiers: tuple[Verifier, ...] = field(default=())
     version: int = 1
     # Scopes the key holds but may not use now: ``withdraw`` on a key stored before its allowlist
     # had to bind it. A request that needs one is refused with the reason.
     withheld_scopes: frozenset[Scope] = field(default=frozenset())
-    # Epoch-second forms of the above, for the hot path (no datetime arithmetic per request).
+    # Epoch seconds, for the hot path (no datetime arithmetic per request): the explicit expiry;
+    # how long the key may sit unused, when it can trade or withdraw and is not IP-bound (no
+    # allowlist, or an entry broader than ``keyplane.keys.scopes.MIN_BOUND_PREFIX``); its creation
+    # and last use as stored.
     expires_ts: float | None = None
     idle_s: float | None = None
     created_ts: float = 0.0
@@ -100,9 +97,18 @@ class KeyRecord:
 
     def deadline_ts(self, last_seen_ts: float | None) -> float | None:
         """Epoch seconds after which the key no longer works (explicit or idle expiry), or None."""
-        deadline = self.expires_ts
-        if self.idle_s is not None:
-            last = max(self.created_ts, self.last_used_ts or 0.0, last_seen_ts or 0.0)
-            idle_deadline = last + self.idle_s
-            deadline = idle_deadline if deadline is None else min(deadline, idle_deadline)
-        return deadline
+        last_used = self.last_used_ts if last_seen_ts is None else max(self.last_used_ts or 0.0, last_seen_ts)
+        return deadline(self.expires_ts, self.idle_s, self.created_ts, last_used)
+
+
+def deadline(
+    expires_ts: float | None, idle_s: float | None, created_ts: float, last_used_ts: float | None
+) -> float | None:
+    """When a key stops working, in epoch seconds (None: never): its explicit expiry, or ``idle_s``
+    after its last use (or its creation, if it was never used), whichever comes first. The one
+    definition, for the verifier (:meth:`KeyRecord.deadline_ts`) and for what a key's page shows
+    (``keys.rules.key_info``)."""
+    if idle_s is None:
+        return expires_ts
+    idle_deadline = max(created_ts, last_used_ts or 0.0) + idle_s
+    return idle_deadline if expires_ts is None else min(expires_ts, idle_deadline)

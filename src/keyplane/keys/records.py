@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from keyplane.audit.events import EventType
 from keyplane.audit.service import record as audit
@@ -20,10 +22,17 @@ from keyplane.crypto.secretbox import api_secret_aad
 from keyplane.db import Database, utcnow
 from keyplane.keys.models import ApiKey
 from keyplane.keys.record import Ed25519Verifier, HmacVerifier, KeyRecord, Verifier
-from keyplane.keys.rules import idle_expiry, key_info, restrictions_of, scopes_of
+from keyplane.keys.rules import SYSTEM, Actor, idle_expiry, key_info, restrictions_of, scopes_of
 from keyplane.keys.scopes import usable_scopes
 from keyplane.masterkeys import MasterKeys
 from keyplane.settings import Settings
+
+
+def audit_key(
+    s: Session, event: EventType, row: ApiKey, actor: Actor, data: dict[str, Any] | None, now: dt.datetime
+) -> None:
+    """Record ``event`` on the key ``row``, by ``actor``, in ``s``'s transaction."""
+    audit(s, event, actor=actor.name, ip=actor.ip, user_id=row.user_id, key_id=row.public_id, data=data, now=now)
 
 
 class KeyRecords:
@@ -71,9 +80,6 @@ class KeyRecords:
                 withheld_scopes=scopes - usable,
                 restrictions=r,
                 status=row.status,
-                created_at=row.created_at,
-                last_used_at=row.last_used_at,
-                idle_expiry=idle,
                 verifiers=tuple(verifiers),
                 version=row.version,
                 expires_ts=None if r.expires_at is None else r.expires_at.timestamp(),
@@ -116,15 +122,7 @@ class KeyRecords:
                     row.updated_at = now
                     row.version += 1
                     reason = "idle" if info.expires_at != info.restrictions.expires_at else "expires_at"
-                    audit(
-                        s,
-                        EventType.KEY_EXPIRED,
-                        actor="system",
-                        user_id=row.user_id,
-                        key_id=row.public_id,
-                        data={"reason": reason},
-                        now=now,
-                    )
+                    audit_key(s, EventType.KEY_EXPIRED, row, SYSTEM, {"reason": reason}, now)
                     expired.append(row.public_id)
                 elif (
                     info.idle_expiry_applies
@@ -133,15 +131,8 @@ class KeyRecords:
                     and row.idle_warned_at is None
                 ):
                     row.idle_warned_at = now
-                    audit(
-                        s,
-                        EventType.KEY_IDLE_WARNING,
-                        actor="system",
-                        user_id=row.user_id,
-                        key_id=row.public_id,
-                        data={"expires_at": info.expires_at.isoformat()},
-                        now=now,
-                    )
+                    data = {"expires_at": info.expires_at.isoformat()}
+                    audit_key(s, EventType.KEY_IDLE_WARNING, row, SYSTEM, data, now)
                     warned += 1
         self._notify(expired)
         return {"expired": len(expired), "warned": warned}

@@ -25,6 +25,7 @@ counted: it was already unusable, and it must not block the rotation for everyon
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -84,6 +85,17 @@ def _under(column: InstrumentedAttribute[str | None], kid: str) -> ColumnElement
     return column.startswith(key_id_prefix(kid))
 
 
+def _count(s: Session, match: Callable[[InstrumentedAttribute[str | None], str], ColumnElement[bool]], kid: str) -> int:
+    """How many stored ciphertexts (API secrets, TOTP secrets) ``match`` ``kid``."""
+    api = s.execute(
+        select(func.count()).select_from(ApiKey).where(or_(*(match(c, kid) for c in _API_COLUMNS)))
+    ).scalar_one()
+    totp = s.execute(
+        select(func.count()).select_from(TotpCredential).where(match(TotpCredential.secret_ciphertext, kid))
+    ).scalar_one()
+    return int(api) + int(totp)
+
+
 class MasterKeyRotation:
     def __init__(self, db: Database, master: MasterKeys) -> None:
         self.db = db
@@ -113,13 +125,7 @@ class MasterKeyRotation:
 
     def count_naming(self, s: Session, kid: str) -> int:
         """How many stored ciphertexts name ``kid``: the proof :meth:`drop` needs to be zero."""
-        api = s.execute(
-            select(func.count()).select_from(ApiKey).where(or_(*(_under(c, kid) for c in _API_COLUMNS)))
-        ).scalar_one()
-        totp = s.execute(
-            select(func.count()).select_from(TotpCredential).where(_under(TotpCredential.secret_ciphertext, kid))
-        ).scalar_one()
-        return int(api) + int(totp)
+        return _count(s, _under, kid)
 
     # -- stage 1: add ---------------------------------------------------------------------------
 
@@ -199,43 +205,32 @@ class MasterKeyRotation:
     def _reencrypt(self, s: Session, target: str, *, skip_locked: bool) -> tuple[int, int]:
         ring = self.master.ring
         count = unreadable = 0
+
+        def reseal(token: str, aad: bytes, what: str) -> str:
+            nonlocal count, unreadable
+            try:
+                plain = ring.decrypt(token, aad)
+            except SecretBoxError:
+                log.warning("%s does not decrypt; left as it is", what)
+                unreadable += 1
+                return token
+            count += 1
+            return ring.encrypt(plain, aad, key_id=target)
+
         for row in self._api_rows(s, target, skip_locked=skip_locked):
-            aad = api_secret_aad(row.public_id)
             for attr in ("secret_ciphertext", "previous_secret_ciphertext"):
                 token = getattr(row, attr)
-                if not token or token.startswith(key_id_prefix(target)):
-                    continue
-                try:
-                    plain = ring.decrypt(token, aad)
-                except SecretBoxError:
-                    log.warning("the %s of key %s does not decrypt; left as it is", attr, row.public_id)
-                    unreadable += 1
-                    continue
-                setattr(row, attr, ring.encrypt(plain, aad, key_id=target))
-                count += 1
+                if token and not token.startswith(key_id_prefix(target)):
+                    what = f"the {attr} of key {row.public_id}"
+                    setattr(row, attr, reseal(token, api_secret_aad(row.public_id), what))
         for cred in self._totp_rows(s, target, skip_locked=skip_locked):
-            aad = totp_secret_aad(cred.user_id)
-            try:
-                plain = ring.decrypt(cred.secret_ciphertext, aad)
-            except SecretBoxError:
-                log.warning("TOTP secret of user %s does not decrypt; left as it is", cred.user_id)
-                unreadable += 1
-                continue
-            cred.secret_ciphertext = ring.encrypt(plain, aad, key_id=target)
-            count += 1
+            what = f"TOTP secret of user {cred.user_id}"
+            cred.secret_ciphertext = reseal(cred.secret_ciphertext, totp_secret_aad(cred.user_id), what)
         return count, unreadable
 
     def _remaining(self, target: str) -> int:
         with self.db.read() as s:
-            api = s.execute(
-                select(func.count()).select_from(ApiKey).where(or_(*(_not_under(c, target) for c in _API_COLUMNS)))
-            ).scalar_one()
-            totp = s.execute(
-                select(func.count())
-                .select_from(TotpCredential)
-                .where(_not_under(TotpCredential.secret_ciphertext, target))
-            ).scalar_one()
-        return int(api) + int(totp)
+            return _count(s, _not_under, target)
 
     # -- stage 3: drop --------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from keyplane import parsing
 from keyplane.keys.errors import InvalidRestriction, KeyStateError, WithdrawNeedsIpAllowlist
 from keyplane.keys.models import ApiKey
 from keyplane.keys.pubkeys import parse_ed25519_public_key
+from keyplane.keys.record import deadline
 from keyplane.keys.schemas import KeyInfo
 from keyplane.keys.scopes import (
     MIN_BOUND_PREFIX,
@@ -55,6 +56,7 @@ class Actor:
 
 
 ADMIN_CLI = Actor("admin:cli")
+SYSTEM = Actor("system")  # keyplane itself: the expiry sweep
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +261,12 @@ def idle_expiry(scopes: Iterable[Scope], r: Restrictions, idle_days: int) -> dt.
 def key_info(row: ApiKey, idle_days: int) -> KeyInfo:
     scopes, r = scopes_of(row), restrictions_of(row)
     idle = idle_expiry(scopes, r, idle_days)
-    expiry = r.expires_at
-    if idle is not None:
-        deadline = max(row.last_used_at or row.created_at, row.created_at) + idle
-        expiry = deadline if expiry is None else min(expiry, deadline)
+    ends = deadline(
+        None if r.expires_at is None else r.expires_at.timestamp(),
+        None if idle is None else idle.total_seconds(),
+        row.created_at.timestamp(),
+        None if row.last_used_at is None else row.last_used_at.timestamp(),
+    )
     return KeyInfo(
         api_key=row.public_id,
         user_id=row.user_id,
@@ -273,7 +277,7 @@ def key_info(row: ApiKey, idle_days: int) -> KeyInfo:
         status=row.status,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        expires_at=expiry,
+        expires_at=None if ends is None else dt.datetime.fromtimestamp(ends, dt.UTC),
         idle_expiry_applies=idle is not None,
         rotated_at=row.rotated_at,
         previous_valid_until=row.previous_valid_until,

@@ -123,14 +123,6 @@ def parse_amount(value: str | Decimal | None, name: str) -> Decimal | None:
     return amount.normalize() if amount == amount.to_integral() else amount
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """``30d``, ``24h``, ``90m``, ``1w2d``: a duration of at most 100 years. Bare numbers are seconds."""
-    try:
-        return parsing.duration(text, "duration")
-    except parsing.ParseError as e:
-        raise InvalidRestriction(e.message, field="duration") from e
-
-
 @dataclass(frozen=True, slots=True)
 class Restrictions:
     """Everything that limits a key beyond its scopes."""

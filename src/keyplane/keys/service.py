@@ -34,7 +34,7 @@ from keyplane.keys import format as keyformat
 from keyplane.keys import rules
 from keyplane.keys.errors import KeyNotFound, KeyStateError, UserNotFound
 from keyplane.keys.models import ApiKey
-from keyplane.keys.records import KeyRecords
+from keyplane.keys.records import KeyRecords, audit_key
 from keyplane.keys.rules import ADMIN_CLI, UNSET, Actor, KeyDraft, KeyType
 from keyplane.keys.schemas import IssuedKey, KeyInfo
 from keyplane.keys.scopes import (
@@ -155,16 +155,7 @@ class KeyService:
             s.add(row)
             s.flush()
             data = {"type": draft.key_type, "scopes": row.scopes, "restrictions": draft.restrictions.to_json()}
-            audit(
-                s,
-                EventType.KEY_CREATED,
-                actor=actor.name,
-                ip=actor.ip,
-                user_id=draft.user_id,
-                key_id=public_id,
-                data={**data, "label": draft.label, "step_up": proof.how},
-                now=now,
-            )
+            audit_key(s, EventType.KEY_CREATED, row, actor, {**data, "label": draft.label, "step_up": proof.how}, now)
             info = self._info(row)
         return IssuedKey(info=info, secret=secret)
 
@@ -231,16 +222,7 @@ class KeyService:
             }
             if how is not None:
                 data["step_up"] = how
-            audit(
-                s,
-                EventType.KEY_UPDATED,
-                actor=actor.name,
-                ip=actor.ip,
-                user_id=row.user_id,
-                key_id=public_id,
-                data=data,
-                now=now,
-            )
+            audit_key(s, EventType.KEY_UPDATED, row, actor, data, now)
             info = self._info(row)
         self.notify([public_id])
         return info
@@ -275,7 +257,7 @@ class KeyService:
                 row.status = status
                 row.updated_at = now
                 row.version += 1
-            audit(s, event, actor=actor.name, ip=actor.ip, user_id=row.user_id, key_id=public_id, data=data, now=now)
+            audit_key(s, event, row, actor, data, now)
             info = self._info(row)
         self.notify([public_id])
         return info
@@ -372,16 +354,8 @@ class KeyService:
             row.rotated_at = now
             row.updated_at = now
             row.version += 1
-            audit(
-                s,
-                EventType.KEY_ROTATED,
-                actor=actor.name,
-                ip=actor.ip,
-                user_id=row.user_id,
-                key_id=public_id,
-                data={"grace_seconds": int(grace.total_seconds()), "step_up": proof.how},
-                now=now,
-            )
+            data = {"grace_seconds": int(grace.total_seconds()), "step_up": proof.how}
+            audit_key(s, EventType.KEY_ROTATED, row, actor, data, now)
             info = self._info(row)
         self.notify([public_id])
         return IssuedKey(info=info, secret=secret)

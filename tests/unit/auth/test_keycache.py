@@ -20,9 +20,6 @@ def _record(pid: str) -> KeyRecord:
         scopes=frozenset({Scope.READ}),
         restrictions=Restrictions(),
         status="active",
-        created_at=dt.datetime.now(dt.UTC),
-        last_used_at=None,
-        idle_expiry=None,
     )
 
 

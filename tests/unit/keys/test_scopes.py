@@ -7,11 +7,11 @@ from decimal import Decimal
 import pytest
 
 from keyplane.keys.errors import InvalidRestriction
+from keyplane.keys.rules import parse_expiry, parse_grace
 from keyplane.keys.scopes import (
     Restrictions,
     Scope,
     parse_amount,
-    parse_duration,
     parse_networks,
     parse_scopes,
     parse_symbols,
@@ -64,12 +64,22 @@ def test_symbols_and_amounts():
 
 
 def test_durations():
-    assert parse_duration("30d") == dt.timedelta(days=30)
-    assert parse_duration("1w2d3h") == dt.timedelta(days=9, hours=3)
-    assert parse_duration("90") == dt.timedelta(seconds=90)
-    for bad in ("", "soon", "3x", "d30"):
-        with pytest.raises(InvalidRestriction):
-            parse_duration(bad)
+    assert parse_grace("30d", 60) == dt.timedelta(days=30)
+    assert parse_grace("1w2d3h", 60) == dt.timedelta(days=9, hours=3)
+    assert parse_grace("90", 60) == dt.timedelta(seconds=90)
+    assert parse_grace("", 60) == dt.timedelta(seconds=60)
+    for bad in ("soon", "3x", "d30"):
+        with pytest.raises(InvalidRestriction, match="not a duration"):
+            parse_grace(bad, 60)
+
+
+def test_expiries():
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert parse_expiry("30d", now=now) == now + dt.timedelta(days=30)
+    assert parse_expiry("2027-01-31", now=now) == dt.datetime(2027, 1, 31, 23, 59, 59, tzinfo=dt.UTC)
+    assert parse_expiry("", now=now) is None
+    with pytest.raises(InvalidRestriction, match="an expiry is a date"):
+        parse_expiry("soon", now=now)
 
 
 def test_widening_table():
