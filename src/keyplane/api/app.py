@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -13,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from keyplane import __version__
 from keyplane.api import binance, console, errors, native
-from keyplane.api.state import AppState
+from keyplane.api.state import AppState, periodic
 from keyplane.audit.failures import FailureRecorder, flush_failures, flush_once
 from keyplane.auth.broadcast import KeyChangePublisher, SubscriberStatus, subscribe_changes
 from keyplane.auth.gates import MemoryGate, build_gate
@@ -28,25 +27,14 @@ from keyplane.keys.manage import KeyManager
 from keyplane.services import Services, build_services
 from keyplane.settings import Settings, get_settings
 
-log = logging.getLogger("keyplane")
-
 _SWEEP_INTERVAL_S = 60.0
 _FAILURE_FLUSH_S = 1.0
 
-# Each domain's HTTP package exports ``install(app, services, state)``, called once while the app is
+# Each domain's HTTP package exports ``install(app, state)``, called once while the app is
 # built and before the route table is read. ``state`` carries shared pieces: the key cache, the
 # authenticator, background task factories ("tasks") and closers.
 Installer = Callable[[FastAPI, AppState], None]
 INSTALLERS: tuple[Installer, ...] = (binance.install, native.install, console.install)
-
-
-async def _periodic(fn: Callable[[], object], interval_s: float, name: str) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await asyncio.to_thread(fn)
-        except Exception as e:
-            log.warning("%s failed: %s", name, type(e).__name__)
 
 
 class _HealthCheck:
@@ -118,7 +106,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         tasks = [
             asyncio.create_task(poll_changes(cache, services.keys.records.changed_since, settings.key_cache_poll_s)),
             asyncio.create_task(flush_usage(usage, services.keys.records.record_usage, settings.last_used_flush_s)),
-            asyncio.create_task(_periodic(services.keys.records.sweep, _SWEEP_INTERVAL_S, "key expiry sweep")),
+            asyncio.create_task(periodic(services.keys.records.sweep, _SWEEP_INTERVAL_S, "key expiry sweep")),
         ]
         tasks += [asyncio.create_task(factory()) for factory in state.tasks]
         try:

@@ -48,7 +48,6 @@ def http_error(exc: StarletteHTTPException) -> KeyplaneError:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     err = KeyplaneError(str(exc.detail))
     err.code, err.status = code, exc.status_code
-    err.binance_code = -1000
     err.headers = dict(exc.headers or {})  # type: ignore[attr-defined]
     return err
 
@@ -77,13 +76,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return render(http_error(exc), request.url.path)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        err = KeyplaneError("internal error; the request may not have been processed")
-        err.code, err.status, err.binance_code = "internal_error", 500, -1000
-        return render(err, request.url.path)
 
 
 INTERNAL_MESSAGE = "internal error; the request may not have been processed"

@@ -15,29 +15,19 @@ from keyplane import parsing
 from keyplane.errors import InvalidInput
 
 
-def _checker(max_len: int, multiline: bool = False) -> AfterValidator:
-    def check(value: str, info: ValidationInfo) -> str:
+def text(max_len: int, *, multiline: bool = False, name: str | None = None) -> AfterValidator:
+    """The validator for a text field of at most ``max_len`` characters; its messages name the
+    field, or ``name`` when given. None (an optional parameter left out) passes as it is."""
+
+    def check(value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
         try:
-            return parsing.text(value, info.field_name or "value", max_len=max_len, multiline=multiline)
+            return parsing.text(value, name or info.field_name or "value", max_len=max_len, multiline=multiline)
         except parsing.ParseError as e:
             raise ValueError(e.message) from e
 
     return AfterValidator(check)
-
-
-def _item_checker(max_len: int) -> AfterValidator:
-    def check(value: str) -> str:
-        try:
-            return parsing.text(value, "item", max_len=max_len)
-        except parsing.ParseError as e:
-            raise ValueError(e.message) from e
-
-    return AfterValidator(check)
-
-
-def text(max_len: int, *, multiline: bool = False) -> AfterValidator:
-    """The validator for a text field of at most ``max_len`` characters."""
-    return _checker(max_len, multiline)
 
 
 def checked_text(value: str, name: str, max_len: int, *, multiline: bool = False) -> str:
@@ -48,25 +38,18 @@ def checked_text(value: str, name: str, max_len: int, *, multiline: bool = False
         raise InvalidInput(e.message, field=name) from e
 
 
-Email = Annotated[str, Field(max_length=320), _checker(320)]
+Email = Annotated[str, Field(max_length=320), text(320)]
 Password = Annotated[str, Field(max_length=1024)]  # never stored; argon2 takes any text
-Code = Annotated[str, Field(max_length=32), _checker(32)]
-Label = Annotated[str, Field(max_length=200), _checker(100)]
-Amount = Annotated[str, Field(max_length=64), _checker(64)]
-Moment = Annotated[str, Field(max_length=64), _checker(64)]
-PublicKey = Annotated[str, Field(max_length=4096), _checker(4096, multiline=True)]
-ListItem = Annotated[str, Field(max_length=100), _item_checker(100)]
+Code = Annotated[str, Field(max_length=32), text(32)]
+Label = Annotated[str, Field(max_length=200), text(100)]
+Amount = Annotated[str, Field(max_length=64), text(64)]
+Moment = Annotated[str, Field(max_length=64), text(64)]
+PublicKey = Annotated[str, Field(max_length=4096), text(4096, multiline=True)]
+ListItem = Annotated[str, Field(max_length=100), text(100, name="item")]
 Items = Annotated[list[ListItem], Field(max_length=1000)]
 
 # A key's public id in a path (the column holds 64 characters) and a 64-bit row id.
-KeyIdPath = Annotated[str, Path(max_length=64), _checker(64)]
-KeyIdQuery = Annotated[str | None, Query(max_length=64), AfterValidator(lambda v: None if v is None else _plain(v))]
+KeyIdPath = Annotated[str, Path(max_length=64), text(64)]
+KeyIdQuery = Annotated[str | None, Query(max_length=64), text(64, name="api_key")]
 RowIdPath = Annotated[int, Path(ge=1, le=parsing.INT64_MAX)]
 SeqQuery = Annotated[int | None, Query(ge=0, le=parsing.INT64_MAX)]
-
-
-def _plain(value: str) -> str:
-    try:
-        return parsing.text(value, "api_key", max_len=64)
-    except parsing.ParseError as e:
-        raise ValueError(e.message) from e

@@ -6,6 +6,8 @@ Routes reach it through :func:`app_state`; nothing is looked up by a string key.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,18 @@ from keyplane.keys.manage import KeyManager
 from keyplane.services import Services
 
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
+log = logging.getLogger("keyplane")
+
+
+async def periodic(fn: Callable[[], object], interval_s: float, name: str) -> None:
+    """A background task: ``fn`` on a worker thread every ``interval_s``. A failure is logged and
+    the loop goes on; the next round retries."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(fn)
+        except Exception as e:
+            log.warning("%s failed: %s", name, type(e).__name__)
 
 
 @dataclass(frozen=True, slots=True)

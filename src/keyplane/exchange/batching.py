@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -146,21 +147,15 @@ class GroupCommit:
     def _write(self, items: Sequence[_Item]) -> list[object]:
         """Each item's result or exception, in order: each run of placements in one transaction."""
         out: list[object] = []
-        i = 0
-        while i < len(items):
-            item = items[i]
-            if isinstance(item, Placement):
-                j = i
-                while j < len(items) and isinstance(items[j], Placement):
-                    j += 1
-                out.extend(self._place_run([p for p in items[i:j] if isinstance(p, Placement)]))
-                i = j
+        for placements, run in itertools.groupby(items, key=lambda item: isinstance(item, Placement)):
+            if placements:
+                out.extend(self._place_run([p for p in run if isinstance(p, Placement)]))
                 continue
-            try:
-                out.append(item())
-            except Exception as e:
-                out.append(e)
-            i += 1
+            for item in run:
+                try:
+                    out.append(item())  # type: ignore[operator]  # a run of calls: groupby does not narrow
+                except Exception as e:
+                    out.append(e)
         return out
 
     def _place_run(self, batch: list[Placement]) -> list[object]:

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from keyplane.errors import KeyplaneError
 
-INSUFFICIENT_BALANCE_MSG = "Account has insufficient balance for requested action."
-
 
 class ExchangeError(KeyplaneError):
     code = "exchange_error"
     status = 400
     binance_code = -1000
+    default_message = ""  # the Binance text of an error raised without a message of its own
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.default_message)
 
 
 class UnknownSymbol(ExchangeError):
@@ -73,23 +75,17 @@ class OrderRejected(ExchangeError):
 
 class InsufficientBalance(OrderRejected):
     code = "insufficient_balance"
-
-    def __init__(self, message: str = INSUFFICIENT_BALANCE_MSG) -> None:
-        super().__init__(message)
+    default_message = "Account has insufficient balance for requested action."
 
 
 class DuplicateOrder(OrderRejected):
     code = "duplicate_order"
-
-    def __init__(self) -> None:
-        super().__init__("Duplicate order sent.")
+    default_message = "Duplicate order sent."
 
 
 class WouldTakeLiquidity(OrderRejected):
     code = "would_take_liquidity"
-
-    def __init__(self) -> None:
-        super().__init__("Order would immediately match and take.")
+    default_message = "Order would immediately match and take."
 
 
 class KeyLimitExceeded(OrderRejected):
@@ -103,9 +99,7 @@ class KeyLimitExceeded(OrderRejected):
 class OrderNotFound(ExchangeError):
     code = "order_not_found"
     binance_code = -2013
-
-    def __init__(self, message: str = "Order does not exist.") -> None:
-        super().__init__(message)
+    default_message = "Order does not exist."
 
 
 class CancelRejected(ExchangeError):

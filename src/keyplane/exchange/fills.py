@@ -86,4 +86,4 @@ def apply_fills(db: Raw, j: L.Journal, market: Market, taker: OrderView, fills: 
     db.many(_INSERT_FILL, fill_rows)
     db.many(_MAKER_ORDER, maker_rows)
     db.many(_BOOK_REDUCE, book_reduce)
-    db.many(BOOK_DELETE, [{"id": r["id"]} for r in book_delete])
+    db.many(BOOK_DELETE, book_delete)  # DELETE binds only each row's :id

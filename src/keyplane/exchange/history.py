@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from keyplane.db import Database
@@ -43,10 +42,6 @@ class OrderView:
         return self.status in OPEN
 
 
-def view_of(row: Sequence[object]) -> OrderView:
-    return OrderView(*row)  # type: ignore[arg-type]
-
-
 ORDER_COLS = (
     "id, user_id, symbol, side, type, tif, price, orig_qty, orig_quote_qty, executed_qty, cum_quote, status, "
     "client_order_id, stp, created_ms, updated_ms"
@@ -61,15 +56,13 @@ class OrderReads:
     def _find(
         self, db: Raw, user_id: int, symbol: str, order_id: int | None, client_id: str | None
     ) -> OrderView | None:
-        args: dict[str, object]
-        if order_id is not None:
-            sql, args = "id = :v", {"v": order_id}
-        else:
-            sql, args = "client_order_id = :v", {"v": client_id}
-        row = db.one(f"SELECT {ORDER_COLS} FROM ex_orders WHERE user_id = :u AND {sql}", {"u": user_id, **args})
+        column, value = ("id", order_id) if order_id is not None else ("client_order_id", client_id)
+        row = db.one(
+            f"SELECT {ORDER_COLS} FROM ex_orders WHERE user_id = :u AND {column} = :v", {"u": user_id, "v": value}
+        )
         if row is None or row[2] != symbol:
             return None
-        return view_of(row)
+        return OrderView(*row)
 
     def get(self, user_id: int, market: Market, order_id: int | None, client_id: str | None) -> OrderView:
         with read(self.db) as db:
@@ -78,28 +71,26 @@ class OrderReads:
             raise OrderNotFound()
         return view
 
-    def open_orders(self, user_id: int, symbol: str | None) -> list[OrderView]:
-        sql = f"SELECT {ORDER_COLS} FROM ex_orders WHERE id IN (SELECT order_id FROM ex_book WHERE user_id = :u"
-        args: dict[str, object] = {"u": user_id}
-        if symbol:
-            sql += " AND symbol = :s"
-            args["s"] = symbol
+    def _views(self, where: str, args: dict[str, object]) -> list[OrderView]:
+        """The orders that ``where`` (what follows ``WHERE``, ordering included) selects."""
         with read(self.db) as db:
-            rows = db.all(sql + ") ORDER BY id", args)
-        return [view_of(r) for r in rows]
+            return [OrderView(*r) for r in db.all(f"SELECT {ORDER_COLS} FROM ex_orders WHERE {where}", args)]
+
+    def open_orders(self, user_id: int, symbol: str | None) -> list[OrderView]:
+        on_book = "user_id = :u AND symbol = :s" if symbol else "user_id = :u"
+        return self._views(
+            f"id IN (SELECT order_id FROM ex_book WHERE {on_book}) ORDER BY id", {"u": user_id, "s": symbol}
+        )
 
     def recent_orders(self, user_id: int, limit: int = 50) -> list[OrderView]:
         """The account's latest orders across markets, newest first."""
-        sql = f"SELECT {ORDER_COLS} FROM ex_orders WHERE user_id = :u ORDER BY id DESC LIMIT :n"
-        with read(self.db) as db:
-            rows = db.all(sql, {"u": user_id, "n": limit})
-        return [view_of(r) for r in rows]
+        return self._views("user_id = :u ORDER BY id DESC LIMIT :n", {"u": user_id, "n": limit})
 
     def all_orders(self, user_id: int, symbol: str, limit: int = 500) -> list[OrderView]:
-        sql = f"SELECT {ORDER_COLS} FROM ex_orders WHERE user_id = :u AND symbol = :s ORDER BY id DESC LIMIT :n"
-        with read(self.db) as db:
-            rows = db.all(sql, {"u": user_id, "s": symbol, "n": limit})
-        return [view_of(r) for r in reversed(rows)]
+        """The account's latest orders in ``symbol``, oldest first."""
+        return self._views(
+            "user_id = :u AND symbol = :s ORDER BY id DESC LIMIT :n", {"u": user_id, "s": symbol, "n": limit}
+        )[::-1]
 
     def my_trades(
         self,
@@ -122,7 +113,7 @@ class OrderReads:
                 where.append(cond)
                 args[name] = value
         ascending = from_id is not None or start_ms is not None
-        cols = "trade_id, order_id, price, qty, quote_qty, commission, commission_asset, ts, is_buyer, is_maker, id"
+        cols = ", ".join(AccountTrade.names())
         order = "ASC" if ascending else "DESC"
         sql = f"SELECT {cols} FROM ex_fills WHERE {' AND '.join(where)} ORDER BY trade_id {order}, id LIMIT :n"
         with read(self.db) as db:

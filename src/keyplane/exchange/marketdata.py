@@ -34,7 +34,7 @@ _DAY = (
     "SELECT MIN(id), MAX(id), MAX(price), MIN(price), COALESCE(SUM(qty), 0), COALESCE(SUM(quote_qty), 0), COUNT(*) "
     "FROM ex_trades WHERE symbol = :s AND ts >= :a"
 )
-_PRICE_OF = "SELECT price FROM ex_trades WHERE symbol = :s AND id = :i"
+_PRICES_OF = "SELECT id, price FROM ex_trades WHERE symbol = :s AND id IN (:f, :l)"
 _LAST_PRICE = "SELECT price FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"
 _WINDOW = (
     "SELECT ts, price, qty, quote_qty, buyer_is_maker FROM ex_trades WHERE symbol = :s AND ts >= :a AND ts <= :b "
@@ -60,34 +60,36 @@ class Ticker:
     ask: tuple[int, int] | None
 
 
+def _levels(db: Raw, market: Market, side: str, n: int) -> list[tuple[int, int]]:
+    """``side``'s best ``n`` price levels as (price, qty), best first."""
+    return [(int(p), int(q)) for p, q in db.all(_LEVELS, {"s": market.symbol, "side": side, "n": n})]
+
+
+def _top(db: Raw, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """The best bid and the best ask level, each None on an empty side."""
+    bid, ask = _levels(db, market, "BUY", 1), _levels(db, market, "SELL", 1)
+    return (bid[0] if bid else None), (ask[0] if ask else None)
+
+
 class MarketData:
-    def __init__(self, db: Database, markets: dict[str, Market], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
-        self.markets = markets
         self.clock = clock
 
     def depth(self, market: Market, limit: int = 100) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
         """(last update id, bids best first, asks best first) as (price, qty) levels."""
         with read(self.db) as db:
             seq = db.one(_SEQ, {"s": market.symbol})
-            bids = db.all(_LEVELS, {"s": market.symbol, "side": "BUY", "n": limit})
-            asks = db.all(_LEVELS, {"s": market.symbol, "side": "SELL", "n": limit})
+            bids, asks = _levels(db, market, "BUY", limit), _levels(db, market, "SELL", limit)
             top = db.one(_TOP_ORDER_ID, {"s": market.symbol})
         update_id = max(int((seq and seq[0]) or 0), int((top and top[0]) or 0))
-        return update_id, [(int(p), int(q)) for p, q in bids], [(int(p), int(q)) for p, q in asks]
+        return update_id, bids, asks
 
     def recent_trades(self, market: Market, limit: int = 500) -> list[PublicTrade]:
         """The latest trades, oldest first."""
         with read(self.db) as db:
             rows = db.all(_RECENT, {"s": market.symbol, "n": limit})
         return [PublicTrade(i, p, q, qq, ts, bool(m)) for i, p, q, qq, ts, m in reversed(rows)]
-
-    def _top(self, db: Raw, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-        out: list[tuple[int, int] | None] = []
-        for side in ("BUY", "SELL"):
-            row = db.one(_LEVELS, {"s": market.symbol, "side": side, "n": 1})
-            out.append(None if row is None else (int(row[0]), int(row[1])))
-        return out[0], out[1]
 
     def ticker(self, market: Market) -> Ticker:
         now = int(self.clock() * 1000)
@@ -97,28 +99,23 @@ class MarketData:
             assert agg is not None
             first_id, last_id, high, low, vol, qvol, count = agg
             if count:
-                open_p = self._price(db, market, first_id)
-                last_p = self._price(db, market, last_id)
+                prices = {
+                    r[0]: int(r[1]) for r in db.all(_PRICES_OF, {"s": market.symbol, "f": first_id, "l": last_id})
+                }
+                open_p, last_p = prices[first_id], prices[last_id]
             else:
                 last = db.one(_LAST_PRICE, {"s": market.symbol})
                 open_p = last_p = int(last[0]) if last else 0
                 high = low = last_p
-            bid, ask = self._top(db, market)
+            bid, ask = _top(db, market)
         return Ticker(
             market.symbol, open_p, int(high or 0), int(low or 0), last_p, int(vol), int(qvol), int(count),
             int(first_id or -1), int(last_id or -1), since, now, bid, ask,
         )  # fmt: skip
 
-    @staticmethod
-    def _price(db: Raw, market: Market, trade_id: object) -> int:
-        row = db.one(_PRICE_OF, {"s": market.symbol, "i": trade_id})
-        if row is None:
-            raise LookupError(f"no trade {trade_id} in {market.symbol}")
-        return int(row[0])
-
     def book_ticker(self, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         with read(self.db) as db:
-            return self._top(db, market)
+            return _top(db, market)
 
     def last_price(self, market: Market) -> int:
         with read(self.db) as db:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,12 @@ class Asset:
     def scale(self) -> int:
         return int(10**self.decimals)
 
-    def units(self, value: Decimal) -> int:
-        return int(value * self.scale)
-
     def fmt(self, units: int) -> str:
         return format(Decimal(units).scaleb(-self.decimals), f".{self.decimals}f")
+
+    def plain(self, units: int) -> str:
+        """``units`` as people write the amount (see :func:`plain`): ``0.5``, not ``0.50000000``."""
+        return plain(Decimal(units).scaleb(-self.decimals))
 
     def valid_address(self, address: str) -> bool:
         return re.fullmatch(self.address_pattern, address) is not None
@@ -81,28 +82,25 @@ class Market:
         return self.base.fmt(units)
 
 
-def parse_number(text: str | None, name: str) -> Decimal:
-    """A non-negative decimal in Binance's accepted form, or the Binance error for bad characters."""
+def to_units(text: str | None, name: str, asset: Asset) -> int:
+    """``text`` (a non-negative decimal in Binance's accepted form) in the asset's base units; at
+    most a signed 64-bit count, as the ledger stores. Raises the Binance error for each way it is not."""
     try:
-        return parsing.plain_decimal(text or "", name, int_digits=20, frac_digits=20)
+        value = parsing.plain_decimal(text or "", name, int_digits=20, frac_digits=20)
     except parsing.ParseError as e:
         raise IllegalCharacters(f"Illegal characters found in parameter '{name}'; {_LEGAL}.") from e
-
-
-def to_units(text: str | None, name: str, asset: Asset) -> int:
-    """``text`` in the asset's base units; at most a signed 64-bit count, as the ledger stores."""
-    value = parse_number(text, name)
+    shown = (text or "").strip()[:40]
     scaled = value.scaleb(asset.decimals)
     if scaled != scaled.to_integral_value():
         raise TooPrecise(
-            f"Precision is over the maximum defined for this asset: {name} {raw_text(text)} has more than "
+            f"Precision is over the maximum defined for this asset: {name} {shown} has more than "
             f"{asset.decimals} decimals."
         )
     units = int(scaled)
     if units > parsing.INT64_MAX:
         raise BadParameter(
-            f"Parameter '{name}' is too large: {raw_text(text)} {asset.name} is over the maximum of "
-            f"{plain(Decimal(parsing.INT64_MAX).scaleb(-asset.decimals))}."
+            f"Parameter '{name}' is too large: {shown} {asset.name} is over the maximum of "
+            f"{asset.plain(parsing.INT64_MAX)}."
         )
     return units
 
@@ -111,10 +109,6 @@ def plain(value: Decimal) -> str:
     """A decimal as people write it: ``100``, not ``1E+2``; ``0.5``, not ``0.50000000``."""
     text = format(value, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def raw_text(text: str | None) -> str:
-    return (text or "").strip()[:40]
 
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -188,9 +182,8 @@ def build_assets(doc: dict[str, Any]) -> dict[str, Asset]:
             re.compile(pattern)
         except re.error as e:
             raise MarketConfigError(f"{where}: address_pattern is not a regular expression") from e
-        assets[name] = Asset(
-            name=name,
-            decimals=decimals,
+        assets[name] = replace(
+            base,
             network=str(entry.get("network", name)),
             withdraw_fee=_units(base, _dec(entry, "withdraw_fee", where, "0"), where),
             withdraw_min=_units(base, _dec(entry, "withdraw_min", where, "0"), where),

@@ -59,20 +59,16 @@ class Plan:
 Fetch = Callable[[tuple[int, int] | None, int], Sequence[Resting]]
 
 
-def crosses(side: str, limit: int | None, maker_price: int) -> bool:
-    if limit is None:
-        return True
-    return maker_price <= limit if side == "BUY" else maker_price >= limit
-
-
 def plan(market: Market, taker: Taker, fetch: Fetch) -> Plan:
     out = Plan()
     after: tuple[int, int] | None = None
     n = FIRST_BATCH
+    limit, buys = taker.limit, taker.side == "BUY"
     while True:
         batch = fetch(after, n)
         for maker in batch:
-            if not crosses(taker.side, taker.limit, maker.price):
+            # Past the taker's limit price (a market order has none), no maker crosses any more.
+            if limit is not None and (maker.price > limit if buys else maker.price < limit):
                 return out
             if maker.user_id == taker.user_id and taker.stp != "NONE":
                 out.stopped = "stp"

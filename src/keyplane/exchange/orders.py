@@ -49,18 +49,17 @@ from keyplane.exchange.sql import Raw, write
 from keyplane.keys.format import mask
 
 # Re-exported: callers import them from here.
-__all__ = ["OPEN", "OrderService", "OrderView", "Placement", "RecvWindowPassed", "fee", "reservation"]
+__all__ = ["OPEN", "OrderService", "OrderView", "Placement", "RecvWindowPassed", "check_deadline", "fee", "reservation"]
 
 # The opposite side, best first, only as far as the taker's limit reaches (``sort_key <= :lim``):
 # an order that does not cross reads no row at all.
-_BOOK_TOP = (
+_BOOK_SIDE = (
     "SELECT order_id, user_id, price, remaining, sort_key FROM ex_book WHERE symbol = :s AND side = :side "
-    "AND sort_key <= :lim ORDER BY sort_key, order_id LIMIT :n"
+    "AND sort_key <= :lim"
 )
+_BOOK_TOP = _BOOK_SIDE + " ORDER BY sort_key, order_id LIMIT :n"
 _BOOK_AFTER = (
-    "SELECT order_id, user_id, price, remaining, sort_key FROM ex_book WHERE symbol = :s AND side = :side "
-    "AND sort_key <= :lim AND (sort_key > :k OR (sort_key = :k AND order_id > :o)) ORDER BY sort_key, order_id "
-    "LIMIT :n"
+    _BOOK_SIDE + " AND (sort_key > :k OR (sort_key = :k AND order_id > :o)) ORDER BY sort_key, order_id LIMIT :n"
 )
 _NO_LIMIT = 2**62  # a sort key above any price: a market order reaches the whole side
 _LOCK_MARKET = "SELECT trade_seq FROM ex_markets WHERE symbol = :s FOR UPDATE"
@@ -108,15 +107,31 @@ class Placement:
     not_after_s: float | None = None
 
 
+def check_deadline(clock: Callable[[], float], not_after_s: float | None, what: str) -> None:
+    """RecvWindowPassed once ``clock()`` is past ``not_after_s`` (epoch seconds; None: no deadline)."""
+    if not_after_s is not None and (late_s := clock() - not_after_s) > 0:
+        raise RecvWindowPassed(int(late_s * 1000), what)
+
+
 def reservation(market: Market, side: str, price: int, remaining: int) -> int:
     """What a resting order keeps locked: the quote for a bid, the base for an ask."""
     return market.notional(remaining, price) if side == "BUY" else remaining
 
 
+def _check_key_limit(market: Market, notional: int, max_notional: Decimal, key_id: str | None) -> None:
+    limit = int(max_notional.scaleb(market.quote.decimals))
+    if notional > limit:
+        q = market.quote
+        shown = f"API key {mask(key_id)}" if key_id else "This API key"
+        raise KeyLimitExceeded(
+            f"{shown} has no operation privilege for orders over its maximum notional of "
+            f"{plain(max_notional)} {q.name}: this order's notional is {q.plain(notional)} {q.name}"
+        )
+
+
 class OrderService(OrderReads):
-    def __init__(self, db: Database, markets: dict[str, Market], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
-        self.markets = markets
         self.clock = clock
 
     def _lock_market(self, db: Raw, symbol: str) -> int | None:
@@ -127,13 +142,6 @@ class OrderService(OrderReads):
         return int(row[0])
 
     # -- placing ---------------------------------------------------------------------------------
-
-    def _check_deadline(self, not_after_s: float | None, what: str) -> None:
-        if not_after_s is None:
-            return
-        late_s = self.clock() - not_after_s
-        if late_s > 0:
-            raise RecvWindowPassed(int(late_s * 1000), what)
 
     def place(
         self,
@@ -182,7 +190,7 @@ class OrderService(OrderReads):
         the market's trade sequence if the lock read it, else None (it is read when needed)."""
         # Last moment before anything is written, with the market lock held: a request that waited
         # past its recvWindow (for the lock, or for a database that went silent) is not applied.
-        self._check_deadline(req.not_after_s, "order")
+        check_deadline(self.clock, req.not_after_s, "order")
         user_id, order, key_id, max_notional = req.user_id, req.order, req.key_id, req.max_notional
         market = order.market
         now = int(self.clock() * 1000)
@@ -209,13 +217,14 @@ class OrderService(OrderReads):
         if order.type == "MARKET" and order.qty is not None and p.fills:
             check_notional(market, market.notional(order.qty, p.fills[0].maker.price))
         spend_asset = market.quote.name if order.side == "BUY" else market.base.name
-        if order.side == "SELL":
-            reserve = order.qty or 0
-        elif order.type == "MARKET":
-            reserve = order.quote_qty if order.qty is None else p.quote
+        if order.type == "MARKET":
+            notional = order.quote_qty if order.qty is None else p.quote
         else:
-            reserve = market.notional(order.qty or 0, order.price)
-        self._check_key_limit(market, order, p, max_notional, key_id)
+            notional = market.notional(order.qty or 0, order.price)
+        # A buy reserves the quote it may spend; a sell, the base it offers.
+        reserve = notional if order.side == "BUY" else order.qty or 0
+        if max_notional is not None:
+            _check_key_limit(market, notional, max_notional, key_id)
         have = db.one(_AVAILABLE, {"u": user_id, "a": spend_asset})
         if (have[0] if have else 0) < reserve:
             raise InsufficientBalance()
@@ -280,25 +289,6 @@ class OrderService(OrderReads):
         journal.apply(db)
         return view
 
-    def _check_key_limit(
-        self, market: Market, order: NewOrder, p: Plan, max_notional: Decimal | None, key_id: str | None
-    ) -> None:
-        if max_notional is None:
-            return
-        if order.type == "MARKET":
-            notional = order.quote_qty if order.qty is None else p.quote
-        else:
-            notional = market.notional(order.qty or 0, order.price)
-        limit = int(max_notional.scaleb(market.quote.decimals))
-        if notional > limit:
-            q = market.quote
-            shown = f"API key {mask(key_id)}" if key_id else "This API key"
-            raise KeyLimitExceeded(
-                f"{shown} has no operation privilege for orders over its maximum notional of "
-                f"{plain(max_notional)} {q.name}: this order's notional is "
-                f"{plain(Decimal(notional).scaleb(-q.decimals))} {q.name}"
-            )
-
     # -- cancelling (reading: keyplane.exchange.history.OrderReads) -----------------------------
 
     def cancel(
@@ -313,7 +303,7 @@ class OrderService(OrderReads):
         """Cancel an open order; ``RecvWindowPassed`` once ``not_after_s`` has passed (nothing changes)."""
         with write(self.db) as db:
             self._lock_market(db, market.symbol)
-            self._check_deadline(not_after_s, "cancel")
+            check_deadline(self.clock, not_after_s, "cancel")
             view = self._find(db, user_id, market.symbol, order_id, client_id)
             if view is None:
                 raise CancelRejected("Unknown order sent.")

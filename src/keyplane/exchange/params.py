@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from decimal import Decimal
 
 from keyplane import parsing
 from keyplane.exchange.errors import BadParameter, FilterFailure, IllegalCharacters, UnknownSymbol
-from keyplane.exchange.markets import Market, parse_number, plain, to_units
+from keyplane.exchange.markets import Asset, Market, to_units
 
 _CLIENT_ID_RE = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 # Binance's own rule for ``symbols``, quoted in its error message.
@@ -76,14 +75,10 @@ def symbols_param(params: dict[str, str], markets: dict[str, Market]) -> list[Ma
         raise BadParameter("Parameter 'symbols' was empty.")
     if len(names) > _MAX_SYMBOLS:
         raise BadParameter(f"Parameter 'symbols' names at most {_MAX_SYMBOLS} symbols; got {len(names)}.")
-    out: list[Market] = []
     for name in names:
-        market = markets.get(name.upper())
-        if market is None:
+        if name.upper() not in markets:
             raise UnknownSymbol(name)
-        if market not in out:
-            out.append(market)
-    return out
+    return [markets[symbol] for symbol in dict.fromkeys(name.upper() for name in names)]
 
 
 def int_param(
@@ -97,10 +92,6 @@ def int_param(
         return parsing.whole(raw, name, lo=lo, hi=hi)
     except parsing.ParseError as e:
         raise refused(e) from e
-
-
-def new_client_id() -> str:
-    return "kp" + secrets.token_hex(11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,40 +112,34 @@ class NewOrder:
         return None if self.type == "MARKET" else self.price
 
 
-def _p(market: Market, units: int) -> str:
-    return plain(Decimal(units).scaleb(-market.quote.decimals))
-
-
-def _q(market: Market, units: int) -> str:
-    return plain(Decimal(units).scaleb(-market.base.decimals))
-
-
-def _check_price(market: Market, price: int, text: str) -> None:
-    if price < market.min_price:
-        raise FilterFailure("PRICE_FILTER", f"price {text} is below the minimum {_p(market, market.min_price)}")
-    if price > market.max_price:
-        raise FilterFailure("PRICE_FILTER", f"price {text} is above the maximum {_p(market, market.max_price)}")
-    if price % market.tick:
-        raise FilterFailure(
-            "PRICE_FILTER", f"price {text} is not a multiple of the tick size {_p(market, market.tick)}"
-        )
+def _check_range(
+    filter_name: str, what: str, text: str, value: int, bounds: tuple[int, int, int], step_name: str, asset: Asset
+) -> None:
+    """FilterFailure unless ``value`` is within ``bounds`` (minimum, maximum, and the step it is a multiple of)."""
+    lo, hi, step = bounds
+    if value < lo:
+        detail = f"is below the minimum {asset.plain(lo)}"
+    elif value > hi:
+        detail = f"is above the maximum {asset.plain(hi)}"
+    elif value % step:
+        detail = f"is not a multiple of the {step_name} {asset.plain(step)}"
+    else:
+        return
+    raise FilterFailure(filter_name, f"{what} {text} {detail}")
 
 
 def _check_qty(market: Market, qty: int, text: str) -> None:
-    if qty < market.min_qty:
-        raise FilterFailure("LOT_SIZE", f"quantity {text} is below the minimum {_q(market, market.min_qty)}")
-    if qty > market.max_qty:
-        raise FilterFailure("LOT_SIZE", f"quantity {text} is above the maximum {_q(market, market.max_qty)}")
-    if qty % market.step:
-        raise FilterFailure("LOT_SIZE", f"quantity {text} is not a multiple of the step size {_q(market, market.step)}")
+    _check_range(
+        "LOT_SIZE", "quantity", text, qty, (market.min_qty, market.max_qty, market.step), "step size", market.base
+    )
 
 
 def check_notional(market: Market, notional: int) -> None:
     if notional < market.min_notional:
         raise FilterFailure(
             "NOTIONAL",
-            f"order value {_p(market, notional)} {market.quote.name} is below the minimum notional "
-            f"{_p(market, market.min_notional)} {market.quote.name}",
+            f"order value {market.quote.plain(notional)} {market.quote.name} is below the minimum notional "
+            f"{market.quote.plain(market.min_notional)} {market.quote.name}",
         )
 
 
@@ -166,7 +151,7 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
     otype = mandatory(params, "type").upper()
     if otype not in ORDER_TYPES:
         raise BadParameter(f"Invalid orderType {otype[:20]!r}: this exchange supports {', '.join(ORDER_TYPES)}.")
-    client_id = text_param(params, "newClientOrderId") or new_client_id()
+    client_id = text_param(params, "newClientOrderId") or "kp" + secrets.token_hex(11)
     if not _CLIENT_ID_RE.fullmatch(client_id):
         raise BadParameter("Parameter 'newClientOrderId' must be 1-36 characters of letters, digits and . : / _ -")
     stp = text_param(params, "selfTradePreventionMode", "EXPIRE_TAKER").upper()
@@ -199,19 +184,8 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
         ptext, qtext = mandatory(params, "price"), mandatory(params, "quantity")
         price = to_units(ptext, "price", market.quote)
         qty = to_units(qtext, "quantity", market.base)
-        _check_price(market, price, ptext)
+        bounds = (market.min_price, market.max_price, market.tick)
+        _check_range("PRICE_FILTER", "price", ptext, price, bounds, "tick size", market.quote)
         _check_qty(market, qty, qtext)
         check_notional(market, market.notional(qty, price))
     return NewOrder(market, side, otype, tif, price, qty, quote_qty, client_id, stp, resp_type)
-
-
-def decimal_limit(value: Decimal, market: Market) -> int:
-    """A key's max notional (quote asset) in quote units, rounded down. A limit past any 64-bit
-    amount (a key stored before limits were bounded) limits nothing, and is never expanded."""
-    if value.adjusted() + market.quote.decimals >= 19:
-        return parsing.INT64_MAX
-    return int(value.scaleb(market.quote.decimals))
-
-
-def parse_amount(params: dict[str, str], name: str) -> Decimal:
-    return parse_number(mandatory(params, name), name)

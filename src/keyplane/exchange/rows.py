@@ -8,23 +8,18 @@ render them produce the same JSON.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 
 class Row(Mapping[str, object]):
     __slots__ = ()
-    _names: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        cls._names = ()
+    # @dataclass sets it on each row: the field names in order (every field is positional).
+    __match_args__: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        if not cls._names:
-            cls._names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-        return cls._names
+        return cls.__match_args__
 
     def __getitem__(self, key: str) -> object:
         if key not in self.names():

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 from keyplane.db import Database
 from keyplane.exchange.batching import GroupCommit
-from keyplane.exchange.errors import UnknownSymbol
 from keyplane.exchange.marketdata import MarketData
 from keyplane.exchange.markets import Asset, Market, load_config
 from keyplane.exchange.orders import OrderService
@@ -35,10 +34,10 @@ class ExchangeService:
         self.assets = assets
         self.markets = markets
         self.demo = demo
-        self.orders = OrderService(db, markets, clock)
+        self.orders = OrderService(db, clock)
         self.group_commit = GroupCommit(self.orders)
         self.wallet = WalletService(db, assets, withdraw_step_s, clock)
-        self.data = MarketData(db, markets, clock)
+        self.data = MarketData(db, clock)
         self._ensure_market_rows()
 
     @classmethod
@@ -48,15 +47,8 @@ class ExchangeService:
 
     def _ensure_market_rows(self) -> None:
         with write(self.db) as db:
-            have = {r[0] for r in db.all("SELECT symbol FROM ex_markets")}
-            missing = [{"s": s} for s in self.markets if s not in have]
-            db.many("INSERT INTO ex_markets (symbol, trade_seq) VALUES (:s, 0) ON CONFLICT DO NOTHING", missing)
-
-    def market(self, symbol: str) -> Market:
-        market = self.markets.get(symbol.upper())
-        if market is None:
-            raise UnknownSymbol(symbol)
-        return market
+            rows = [{"s": s} for s in self.markets]
+            db.many("INSERT INTO ex_markets (symbol, trade_seq) VALUES (:s, 0) ON CONFLICT DO NOTHING", rows)
 
     def balances(self, user_id: int) -> dict[str, tuple[int, int]]:
         """asset -> (available, locked) in base units, for every listed asset."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -42,12 +42,8 @@ def write(db: Database) -> Iterator[Raw]:
 @contextmanager
 def read(db: Database) -> Iterator[Raw]:
     """One read-only transaction (``Database.read()``: never commits), as a ``Raw`` cursor."""
-    with db.read() as session:
-        raw = Raw(session.connection())
-        try:
-            yield raw
-        finally:
-            raw.close()
+    with db.read() as session, closing(Raw(session.connection())) as raw:
+        yield raw
 
 
 _write_engines: dict[int, Engine] = {}

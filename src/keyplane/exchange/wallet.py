@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from sqlalchemy import exc
 
@@ -31,7 +32,7 @@ from keyplane.exchange.errors import (
     WithdrawRefused,
 )
 from keyplane.exchange.markets import Asset, plain, to_units
-from keyplane.exchange.orders import RecvWindowPassed
+from keyplane.exchange.orders import check_deadline
 from keyplane.exchange.rows import AllowedAddress, Deposit, Withdrawal
 from keyplane.exchange.sql import Raw, read, write
 from keyplane.keys.format import mask
@@ -40,6 +41,7 @@ from keyplane.parsing import INT64_MAX
 AWAITING, PROCESSING, COMPLETED = 2, 4, 6
 _ALLOWLIST_STEP_UP = "changing the withdrawal address allowlist needs a fresh TOTP code"
 DAY_MS = 86_400_000
+_Row = TypeVar("_Row", Deposit, Withdrawal)
 
 _INSERT_DEPOSIT = (
     "INSERT INTO ex_deposits (user_id, coin, network, amount, address, tx_id, source, status, ts) "
@@ -57,14 +59,17 @@ _INSERT_ADDRESS = (
 _WITHDRAWN_SINCE = (
     "SELECT COALESCE(SUM(amount), 0) FROM ex_withdrawals WHERE key_id = :k AND coin = :c AND apply_ms > :since"
 )
+_DUE = "FROM ex_withdrawals WHERE status IN (2, 4) AND update_ms <= :d"  # awaiting or processing, and due
 _ADVANCE = (
     "UPDATE ex_withdrawals SET status = :n, update_ms = :t, tx_id = CASE WHEN :tx = '' THEN tx_id ELSE :tx END, "
     "complete_ms = CASE WHEN :n = 6 THEN :t ELSE complete_ms END WHERE id = :id AND status = :o"
 )
-_DEPOSIT_COLS = "id, coin, network, amount, address, tx_id, status, ts"
-_WITHDRAWAL_COLS = (
-    "id, coin, network, address, address_tag, amount, fee, status, tx_id, apply_ms, update_ms, complete_ms"
-)
+# A history's table, its time column and its order, newest first (a withdrawal's id is random).
+_HISTORY = {
+    Deposit: ("ex_deposits", "ts", "ts DESC, id DESC"),
+    Withdrawal: ("ex_withdrawals", "apply_ms", "apply_ms DESC, id"),
+}
+_ALLOWLIST = "SELECT coin, address FROM ex_withdraw_addresses WHERE user_id = :u"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,16 @@ class WalletService:
         if asset is None:
             raise BadParameter(f"Unknown coin {coin[:16]!r}: this exchange lists {', '.join(self.assets)}.")
         return asset
+
+    @staticmethod
+    def _address(asset: Asset, address: str) -> str:
+        """``address`` without surrounding blanks; raises InvalidAddress unless it is one of ``asset``'s."""
+        address = address.strip()
+        if not asset.valid_address(address):
+            raise InvalidAddress(
+                f"Invalid address: {address[:100]!r} is not a valid {asset.name} ({asset.network}) address."
+            )
+        return address
 
     # -- deposits --------------------------------------------------------------------------------
 
@@ -154,11 +169,7 @@ class WalletService:
             raise WithdrawRefused(
                 f"The withdrawal amount must be at least {asset.fmt(max(asset.withdraw_min, 1))} {asset.name}."
             )
-        address = req.address.strip()
-        if not asset.valid_address(address):
-            raise InvalidAddress(
-                f"Invalid address: {address[:100]!r} is not a valid {asset.name} ({asset.network}) address."
-            )
+        address = self._address(asset, req.address)
         now = self._now()
         wid = secrets.token_hex(16)
         with self.db.transaction() as session:
@@ -180,18 +191,11 @@ class WalletService:
                 if int(used) + units > cap:
                     raise KeyLimitExceeded(
                         f"API key {mask(key_id)} has no operation privilege for withdrawals over its daily cap of "
-                        f"{plain(daily_cap)} {asset.name}: {plain(Decimal(int(used)).scaleb(-asset.decimals))} "
-                        f"{asset.name} already withdrawn in the last 24 hours, and this request asks for "
-                        f"{plain(Decimal(units).scaleb(-asset.decimals))} more."
+                        f"{plain(daily_cap)} {asset.name}: {asset.plain(int(used))} {asset.name} already "
+                        f"withdrawn in the last 24 hours, and this request asks for {asset.plain(units)} more."
                     )
-            allowed = [
-                r[0]
-                for r in db.all(
-                    "SELECT address FROM ex_withdraw_addresses WHERE user_id = :u AND coin = :c",
-                    {"u": user_id, "c": asset.name},
-                )
-            ]
-            if self.has_allowlist(db, user_id) and address not in allowed:
+            allowed = {tuple(r) for r in db.all(_ALLOWLIST, {"u": user_id})}
+            if allowed and (asset.name, address) not in allowed:
                 raise InvalidAddress(
                     f"Invalid address: {address[:100]} is not on this account's {asset.name} withdrawal address "
                     "allowlist; add it in the console (needs a TOTP code)."
@@ -207,13 +211,8 @@ class WalletService:
                 user_id=user_id, data={"withdrawal_id": wid, "coin": asset.name, "amount": asset.fmt(units),
                                        "address": address},
             )  # fmt: skip
-            if not_after_s is not None and (late_s := self.clock() - not_after_s) > 0:
-                raise RecvWindowPassed(int(late_s * 1000), "withdrawal")
+            check_deadline(self.clock, not_after_s, "withdrawal")
         return wid
-
-    @staticmethod
-    def has_allowlist(db: Raw, user_id: int) -> bool:
-        return db.one("SELECT 1 FROM ex_withdraw_addresses WHERE user_id = :u LIMIT 1", {"u": user_id}) is not None
 
     def advance(self) -> int:
         """Move due withdrawals one step along; returns how many moved."""
@@ -221,16 +220,10 @@ class WalletService:
         due = now - self.step_ms
         moved = 0
         with read(self.db) as db:  # the common case, nothing due, takes no write lock
-            if (
-                db.one("SELECT 1 FROM ex_withdrawals WHERE status IN (2, 4) AND update_ms <= :d LIMIT 1", {"d": due})
-                is None
-            ):
+            if db.one(f"SELECT 1 {_DUE} LIMIT 1", {"d": due}) is None:
                 return 0
         with write(self.db) as db:
-            rows = db.all(
-                "SELECT id, status, coin, amount, fee FROM ex_withdrawals WHERE status IN (2, 4) AND update_ms <= :d",
-                {"d": due},
-            )
+            rows = db.all(f"SELECT id, status, coin, amount, fee {_DUE}", {"d": due})
             j = L.Journal(now)
             for wid, status, coin, amount, fee in rows:
                 new = PROCESSING if status == AWAITING else COMPLETED
@@ -247,50 +240,40 @@ class WalletService:
 
     # -- history ---------------------------------------------------------------------------------
 
-    def _window(self, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    def _history(
+        self, row: type[_Row], user_id: int, coin: str | None, start_ms: int | None, end_ms: int | None,
+        limit: int, offset: int,
+    ) -> list[_Row]:  # fmt: skip
+        """``user_id``'s rows in the window (default: the 90 days up to now), newest first."""
         end = end_ms if end_ms is not None else self._now()
         start = start_ms if start_ms is not None else end - 90 * DAY_MS
         if end < start:
             raise BadParameter("startTime must not be after endTime.")
-        return start, end
+        table, time_col, order = _HISTORY[row]
+        where = f"user_id = :u AND {time_col} >= :a AND {time_col} <= :b" + (" AND coin = :c" if coin else "")
+        sql = f"SELECT {', '.join(row.names())} FROM {table} WHERE {where} ORDER BY {order} LIMIT :n OFFSET :o"
+        args = {"u": user_id, "a": start, "b": end, "n": limit, "o": offset, "c": (coin or "").upper()}
+        with read(self.db) as db:
+            return [row(*r) for r in db.all(sql, args)]
 
     def deposits(
         self, user_id: int, *, coin: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
         limit: int = 1000, offset: int = 0,
     ) -> list[Deposit]:  # fmt: skip
-        start, end = self._window(start_ms, end_ms)
-        sql = f"SELECT {_DEPOSIT_COLS} FROM ex_deposits WHERE user_id = :u AND ts >= :a AND ts <= :b"
-        args: dict[str, object] = {"u": user_id, "a": start, "b": end, "n": limit, "o": offset}
-        if coin:
-            sql += " AND coin = :c"
-            args["c"] = coin.upper()
-        with read(self.db) as db:
-            rows = db.all(sql + " ORDER BY ts DESC, id DESC LIMIT :n OFFSET :o", args)
-        return [Deposit(*r) for r in rows]
+        return self._history(Deposit, user_id, coin, start_ms, end_ms, limit, offset)
 
     def withdrawals(
         self, user_id: int, *, coin: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
         limit: int = 1000, offset: int = 0,
     ) -> list[Withdrawal]:  # fmt: skip
-        start, end = self._window(start_ms, end_ms)
-        sql = f"SELECT {_WITHDRAWAL_COLS} FROM ex_withdrawals WHERE user_id = :u AND apply_ms >= :a AND apply_ms <= :b"
-        args: dict[str, object] = {"u": user_id, "a": start, "b": end, "n": limit, "o": offset}
-        if coin:
-            sql += " AND coin = :c"
-            args["c"] = coin.upper()
-        with read(self.db) as db:
-            rows = db.all(sql + " ORDER BY apply_ms DESC, id LIMIT :n OFFSET :o", args)
-        return [Withdrawal(*r) for r in rows]
+        return self._history(Withdrawal, user_id, coin, start_ms, end_ms, limit, offset)
 
     # -- the address allowlist -------------------------------------------------------------------
 
     def list_addresses(self, user_id: int) -> list[AllowedAddress]:
+        sql = f"SELECT {', '.join(AllowedAddress.names())} FROM ex_withdraw_addresses WHERE user_id = :u ORDER BY id"
         with read(self.db) as db:
-            rows = db.all(
-                "SELECT id, coin, address, label, created_ms FROM ex_withdraw_addresses WHERE user_id = :u ORDER BY id",
-                {"u": user_id},
-            )
-        return [AllowedAddress(*r) for r in rows]
+            return [AllowedAddress(*r) for r in db.all(sql, {"u": user_id})]
 
     def add_address(
         self, user_id: int, coin: str, address: str, label: str = "", *, step_up: StepUp | None
@@ -300,31 +283,23 @@ class WalletService:
         check on, so every change asks for the same proof."""
         require_step_up(step_up, user_id, message=_ALLOWLIST_STEP_UP)
         asset = self.asset(coin)
-        address = address.strip()
-        if not asset.valid_address(address):
-            raise InvalidAddress(
-                f"Invalid address: {address[:100]!r} is not a valid {asset.name} ({asset.network}) address."
-            )
-        now = self._now()
+        address = self._address(asset, address)
+        entry: dict[str, object] = {
+            "coin": asset.name,
+            "address": address,
+            "label": label[:64],
+            "created_ms": self._now(),
+        }
         try:
             with self.db.transaction() as session:
-                row = Raw(session.connection()).one(
-                    _INSERT_ADDRESS,
-                    {
-                        "user_id": user_id,
-                        "coin": asset.name,
-                        "address": address,
-                        "label": label[:64],
-                        "created_ms": now,
-                    },
-                )
+                row = Raw(session.connection()).one(_INSERT_ADDRESS, {"user_id": user_id, **entry})
                 assert row is not None
                 new_id = row[0]
                 record(session, EventType.WITHDRAW_ADDRESS_ADDED, actor=f"user:{user_id}", user_id=user_id,
                        data={"coin": asset.name, "address": address})  # fmt: skip
         except exc.IntegrityError as e:
             raise BadParameter(f"{address} is already on the {asset.name} allowlist.") from e
-        return {"id": int(new_id), "coin": asset.name, "address": address, "label": label[:64], "created_ms": now}
+        return {"id": int(new_id), **entry}
 
     def remove_address(self, user_id: int, entry_id: int, *, step_up: StepUp | None) -> None:
         require_step_up(step_up, user_id, message=_ALLOWLIST_STEP_UP)
@@ -338,8 +313,6 @@ class WalletService:
                    data={"entry_id": entry_id})  # fmt: skip
 
 
-def binance_time(ms: int | None) -> str | None:
+def binance_time(ms: int) -> str:
     """Binance's ``applyTime`` format: ``YYYY-MM-DD HH:MM:SS`` in UTC."""
-    if ms is None:
-        return None
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from fastapi import APIRouter, FastAPI
 
 from keyplane.api.binance import account, capital, general, market, trading
-from keyplane.api.state import AppState
-from keyplane.exchange.service import ExchangeService
-
-log = logging.getLogger("keyplane.exchange")
+from keyplane.api.state import AppState, periodic
 
 # Each module's router is included straight into the app: every extra level of router nesting
 # costs route-matching time on every request. Routes are matched in order, so the hottest router
@@ -24,14 +18,5 @@ def install(app: FastAPI, state: AppState) -> None:
         app.include_router(router)
     exchange = state.services.exchange
     if exchange is not None:
-        state.tasks.append(lambda: advance_withdrawals(exchange))
-
-
-async def advance_withdrawals(ex: ExchangeService | None, interval_s: float = 0.5) -> None:
-    """Move withdrawals along apply -> processing -> completed, in the background."""
-    while ex is not None:
-        await asyncio.sleep(interval_s)
-        try:
-            await asyncio.to_thread(ex.wallet.advance)
-        except Exception as e:  # keep the loop alive; the next round retries
-            log.warning("withdrawal processing failed: %s", type(e).__name__)
+        # Withdrawals move along apply -> processing -> completed in the background.
+        state.tasks.append(lambda: periodic(exchange.wallet.advance, 0.5, "withdrawal processing"))

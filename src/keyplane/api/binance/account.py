@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from keyplane.api.binance.exchange_common import exchange, run
-from keyplane.api.deps import signed_context
+from keyplane.api.binance.exchange_common import run
+from keyplane.api.deps import exchange, signed_context
 from keyplane.auth.pipeline import AuthContext
 from keyplane.auth.routes import signed
 from keyplane.keys.scopes import Scope
@@ -28,7 +28,6 @@ async def account(request: Request) -> dict[str, Any]:
     ctx = signed_context(request)
     key = ctx.key
     can_trade, can_withdraw = Scope.TRADE in key.scopes, Scope.WITHDRAW in key.scopes
-    permissions = ["SPOT"] if can_trade else []
     ex = exchange(request)
     balances = await run(ex, ex.balances, key.user_id)
     return {
@@ -48,7 +47,7 @@ async def account(request: Request) -> dict[str, Any]:
             for name, (free, locked) in sorted(balances.items())
             if name in ex.assets
         ],
-        "permissions": permissions,
+        "permissions": ["SPOT"] if can_trade else [],
         "scopes": sorted(s.value for s in key.scopes),
         "uid": key.user_id,
     }

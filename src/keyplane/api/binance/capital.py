@@ -8,13 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from keyplane.api.binance.exchange_common import exchange, reply, run, write
-from keyplane.api.deps import signed_context
+from keyplane.api.binance.exchange_common import run, write
+from keyplane.api.deps import exchange, signed_context
 from keyplane.auth.routes import signed
 from keyplane.exchange.errors import BadParameter
 from keyplane.exchange.params import int_param, mandatory, text_param
 from keyplane.exchange.service import ExchangeService
-from keyplane.exchange.wallet import WithdrawRequest, binance_time
+from keyplane.exchange.wallet import COMPLETED, WithdrawRequest, binance_time
 from keyplane.keys.scopes import Scope
 
 router = APIRouter(tags=["binance: wallet"])
@@ -34,7 +34,7 @@ def _window(p: dict[str, str]) -> dict[str, Any]:
 
 
 def _fmt(ex: ExchangeService, coin: str, units: int) -> str:
-    return ex.assets[coin].fmt(units).rstrip("0").rstrip(".") if coin in ex.assets else str(units)
+    return ex.assets[coin].plain(units) if coin in ex.assets else str(units)
 
 
 @router.get("/sapi/v1/capital/deposit/hisrec")
@@ -43,12 +43,11 @@ async def deposit_history(request: Request) -> JSONResponse:
     ctx = signed_context(request)
     ex = exchange(request)
     rows = await run(ex, ex.wallet.deposits, ctx.key.user_id, **_window(ctx.params))
-    return reply(
+    return JSONResponse(
         [
-            {"id": str(r["id"]), "amount": _fmt(ex, str(r["coin"]), int(r["amount"])), "coin": r["coin"],  # type: ignore[call-overload]
-             "network": r["network"], "status": r["status"], "address": r["address"], "addressTag": "",
-             "txId": r["tx_id"], "insertTime": r["ts"], "completeTime": r["ts"], "transferType": 0,
-             "confirmTimes": "1/1", "unlockConfirm": 0, "walletType": 0}
+            {"id": str(r.id), "amount": _fmt(ex, r.coin, r.amount), "coin": r.coin, "network": r.network,
+             "status": r.status, "address": r.address, "addressTag": "", "txId": r.tx_id, "insertTime": r.ts,
+             "completeTime": r.ts, "transferType": 0, "confirmTimes": "1/1", "unlockConfirm": 0, "walletType": 0}
             for r in rows
         ]
     )  # fmt: skip
@@ -62,18 +61,16 @@ async def withdraw_history(request: Request) -> JSONResponse:
     rows = await run(ex, ex.wallet.withdrawals, ctx.key.user_id, **_window(ctx.params))
     out = []
     for r in rows:
-        coin = str(r["coin"])
         doc: dict[str, Any] = {
-            "id": r["id"], "amount": _fmt(ex, coin, int(r["amount"])),  # type: ignore[call-overload]
-            "transactionFee": _fmt(ex, coin, int(r["fee"])), "coin": coin, "status": r["status"],  # type: ignore[call-overload]
-            "address": r["address"], "addressTag": r["address_tag"], "txId": r["tx_id"],
-            "applyTime": binance_time(int(r["apply_ms"])), "network": r["network"], "transferType": 0,  # type: ignore[call-overload]
-            "info": "", "confirmNo": 1 if r["status"] == 6 else 0, "walletType": 0,
+            "id": r.id, "amount": _fmt(ex, r.coin, r.amount), "transactionFee": _fmt(ex, r.coin, r.fee),
+            "coin": r.coin, "status": r.status, "address": r.address, "addressTag": r.address_tag, "txId": r.tx_id,
+            "applyTime": binance_time(r.apply_ms), "network": r.network, "transferType": 0, "info": "",
+            "confirmNo": 1 if r.status == COMPLETED else 0, "walletType": 0,
         }  # fmt: skip
-        if r["complete_ms"] is not None:
-            doc["completeTime"] = binance_time(int(r["complete_ms"]))  # type: ignore[call-overload]
+        if r.complete_ms is not None:
+            doc["completeTime"] = binance_time(r.complete_ms)
         out.append(doc)
-    return reply(out)
+    return JSONResponse(out)
 
 
 @router.post("/sapi/v1/capital/withdraw/apply")
@@ -96,4 +93,4 @@ async def withdraw_apply(request: Request) -> JSONResponse:
         daily_cap=key.restrictions.daily_withdraw_cap,
         not_after_s=ctx.not_after_s,
     )
-    return reply({"id": wid})
+    return JSONResponse({"id": wid})

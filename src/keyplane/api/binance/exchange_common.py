@@ -1,4 +1,4 @@
-"""What the exchange routes share: reaching the service, running it, and Binance's JSON shapes.
+"""What the exchange routes share: running the service, and Binance's JSON shapes.
 
 On SQLite a read runs inline on the event loop (in WAL mode a read never waits for a lock, and a
 thread hop would cost more than the call), and a write goes to the one writer thread
@@ -13,23 +13,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
-
-from keyplane.api.state import app_state
-from keyplane.errors import ServiceUnavailable
 from keyplane.exchange.markets import Market
 from keyplane.exchange.orders import OrderView, Placement
 from keyplane.exchange.service import ExchangeService
 
 T = TypeVar("T")
-
-
-def exchange(request: Request) -> ExchangeService:
-    svc = app_state(request).services.exchange
-    if svc is None:
-        raise ServiceUnavailable("the exchange is not enabled on this server")
-    return svc
 
 
 async def run(ex: ExchangeService, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -57,10 +45,6 @@ async def place(ex: ExchangeService, req: Placement) -> OrderView:
         max_notional=req.max_notional,
         not_after_s=req.not_after_s,
     )
-
-
-def reply(doc: Any) -> JSONResponse:
-    return JSONResponse(doc)
 
 
 def order_json(v: OrderView, market: Market, *, full: bool = False) -> dict[str, Any]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from keyplane.api.binance.exchange_common import exchange, order_json, place, reply, run, write
-from keyplane.api.deps import signed_context
+from keyplane.api.binance.exchange_common import order_json, place, run, write
+from keyplane.api.deps import exchange, signed_context
 from keyplane.auth.routes import signed
 from keyplane.exchange.errors import BadParameter
+from keyplane.exchange.markets import Market
 from keyplane.exchange.orders import Placement
 from keyplane.exchange.params import int_param, market_of, parse_new_order, text_param
 from keyplane.keys.scopes import Scope
@@ -17,12 +18,14 @@ from keyplane.keys.scopes import Scope
 router = APIRouter(tags=["binance: trading"])
 
 
-def _order_ref(params: dict[str, str]) -> tuple[int | None, str | None]:
+def _order_ref(params: dict[str, str], markets: dict[str, Market]) -> tuple[Market, int | None, str | None]:
+    """The market, and the order in it that ``orderId`` or ``origClientOrderId`` names."""
+    market = market_of(params, markets)
     order_id = int_param(params, "orderId")
     client_id = text_param(params, "origClientOrderId", max_len=36) or None
     if order_id is None and client_id is None:
         raise BadParameter("Param 'orderId' or 'origClientOrderId' must be sent, but both were empty/null!")
-    return order_id, client_id
+    return market, order_id, client_id
 
 
 @router.post("/api/v3/order")
@@ -34,11 +37,11 @@ async def new_order(request: Request) -> JSONResponse:
     key = ctx.key
     view = await place(ex, Placement(key.user_id, order, key.public_id, key.restrictions.max_notional, ctx.not_after_s))
     if order.resp_type == "ACK":
-        return reply(
+        return JSONResponse(
             {"symbol": view.symbol, "orderId": view.id, "orderListId": -1, "clientOrderId": view.client_order_id,
              "transactTime": view.created_ms}
         )  # fmt: skip
-    return reply(order_json(view, order.market, full=True))
+    return JSONResponse(order_json(view, order.market, full=True))
 
 
 @router.post("/api/v3/order/test")
@@ -47,7 +50,7 @@ async def test_order(request: Request) -> JSONResponse:
     """Validates an order as /order would (filters, symbol, parameters) and places nothing."""
     ctx = signed_context(request)
     parse_new_order(ctx.params, exchange(request).markets)
-    return reply({})
+    return JSONResponse({})
 
 
 @router.get("/api/v3/order")
@@ -55,10 +58,9 @@ async def test_order(request: Request) -> JSONResponse:
 async def get_order(request: Request) -> JSONResponse:
     ctx = signed_context(request)
     ex = exchange(request)
-    market = market_of(ctx.params, ex.markets)
-    order_id, client_id = _order_ref(ctx.params)
+    market, order_id, client_id = _order_ref(ctx.params, ex.markets)
     view = await run(ex, ex.orders.get, ctx.key.user_id, market, order_id, client_id)
-    return reply(order_json(view, market))
+    return JSONResponse(order_json(view, market))
 
 
 @router.delete("/api/v3/order")
@@ -66,12 +68,9 @@ async def get_order(request: Request) -> JSONResponse:
 async def cancel_order(request: Request) -> JSONResponse:
     ctx = signed_context(request)
     ex = exchange(request)
-    market = market_of(ctx.params, ex.markets)
-    order_id, client_id = _order_ref(ctx.params)
+    market, order_id, client_id = _order_ref(ctx.params, ex.markets)
     view = await write(ex, ex.orders.cancel, ctx.key.user_id, market, order_id, client_id, not_after_s=ctx.not_after_s)
-    doc = order_json(view, market)
-    doc["origClientOrderId"] = view.client_order_id
-    return reply(doc)
+    return JSONResponse({**order_json(view, market), "origClientOrderId": view.client_order_id})
 
 
 @router.get("/api/v3/openOrders")
@@ -81,7 +80,7 @@ async def open_orders(request: Request) -> JSONResponse:
     ex = exchange(request)
     symbol = market_of(ctx.params, ex.markets).symbol if ctx.params.get("symbol") else None
     views = await run(ex, ex.orders.open_orders, ctx.key.user_id, symbol)
-    return reply([order_json(v, ex.markets[v.symbol]) for v in views])
+    return JSONResponse([order_json(v, ex.markets[v.symbol]) for v in views])
 
 
 @router.get("/api/v3/allOrders")
@@ -92,7 +91,7 @@ async def all_orders(request: Request) -> JSONResponse:
     market = market_of(ctx.params, ex.markets)
     limit = int_param(ctx.params, "limit", 500, 1, 1000) or 500
     views = await run(ex, ex.orders.all_orders, ctx.key.user_id, market.symbol, limit)
-    return reply([order_json(v, market) for v in views])
+    return JSONResponse([order_json(v, market) for v in views])
 
 
 @router.get("/api/v3/myTrades")
@@ -110,16 +109,13 @@ async def my_trades(request: Request) -> JSONResponse:
         start_ms=start, end_ms=end, from_id=int_param(p, "fromId"), order_id=int_param(p, "orderId"),
         limit=int_param(p, "limit", 500, 1, 1000) or 500,
     )  # fmt: skip
-    out = []
-    for r in rows:
-        fee_asset = ex.assets[str(r["commission_asset"])]
-        out.append(
-            {
-                "symbol": market.symbol, "id": r["trade_id"], "orderId": r["order_id"], "orderListId": -1,
-                "price": market.price_text(int(r["price"])), "qty": market.qty_text(int(r["qty"])),  # type: ignore[call-overload]
-                "quoteQty": market.quote.fmt(int(r["quote_qty"])),  # type: ignore[call-overload]
-                "commission": fee_asset.fmt(int(r["commission"])), "commissionAsset": fee_asset.name,  # type: ignore[call-overload]
-                "time": r["ts"], "isBuyer": bool(r["is_buyer"]), "isMaker": bool(r["is_maker"]), "isBestMatch": True,
-            }
-        )  # fmt: skip
-    return reply(out)
+    return JSONResponse(
+        [
+            {"symbol": market.symbol, "id": r.trade_id, "orderId": r.order_id, "orderListId": -1,
+             "price": market.price_text(r.price), "qty": market.qty_text(r.qty),
+             "quoteQty": market.quote.fmt(r.quote_qty), "commission": ex.assets[r.commission_asset].fmt(r.commission),
+             "commissionAsset": r.commission_asset, "time": r.ts, "isBuyer": r.is_buyer, "isMaker": r.is_maker,
+             "isBestMatch": True}
+            for r in rows
+        ]
+    )  # fmt: skip

@@ -60,4 +60,5 @@ def install(app: FastAPI, state: AppState) -> None:
     app.include_router(api_account.router)
     app.include_router(pages_account.router)
     app.include_router(pages_keys.router)
-    wallet.install(app)
+    app.include_router(wallet.router)
+    app.include_router(wallet.api)

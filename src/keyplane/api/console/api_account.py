@@ -14,12 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import APIKeyCookie, APIKeyHeader
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from keyplane.api.console.web import (
     SESSION_COOKIE,
     ConsoleUser,
-    activity_of,
     anon_csrf_token,
     api_user,
     check_anon_csrf,
@@ -46,6 +44,7 @@ from keyplane.api.fields import (
     PublicKey,
     SeqQuery,
 )
+from keyplane.keys.activity import activity as account_activity
 from keyplane.keys.manage import KeySpec, parse_expiry, parse_grace
 
 # Declared for the OpenAPI schema; api_user does the checking.
@@ -109,10 +108,6 @@ class RevokeAllIn(BaseModel):
     totp: Code = ""
 
 
-async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return await run_in_threadpool(fn, *args, **kwargs)
-
-
 @router.get("/csrf", summary="A CSRF token for signup and login (also set as a cookie)")
 def csrf(request: Request, response: Response) -> dict[str, str]:
     token = anon_csrf_token(request)
@@ -153,9 +148,7 @@ def login_totp(request: Request, response: Response, body: CodeIn) -> dict[str, 
 @router.post("/logout", status_code=204, summary="End this session")
 def logout(request: Request, user: User) -> Response:
     identity_of(request).logout(user.token, ip=user.ip)
-    response = Response(status_code=204)
-    clear_session_cookie(request, response)
-    return response
+    return clear_session_cookie(request, Response(status_code=204))
 
 
 @router.get("/session", summary="Who is logged in, and the session's CSRF token")
@@ -195,91 +188,57 @@ def list_keys(request: Request, user: User) -> dict[str, Any]:
 @router.post(
     "/keys", status_code=201, summary="Create an API key (needs 2FA and a fresh TOTP code); the secret is shown once"
 )
-async def create_key(request: Request, user: User, body: KeyCreate) -> dict[str, Any]:
-    spec = KeySpec(
-        label=body.label,
-        scopes=body.scopes,
-        ips=body.ips,
-        symbols=body.symbols,
-        max_notional=body.max_notional,
-        daily_withdraw_cap=body.daily_withdraw_cap,
-        expires_at=parse_expiry(body.expires_at),
-        key_type=body.type,
-        public_key=body.public_key,
-    )
-    issued = await _run(key_manager(request).create, user.id, spec, body.totp, actor=user.actor)
-    out: dict[str, Any] = issued.to_json()
-    return out
+def create_key(request: Request, user: User, body: KeyCreate) -> dict[str, Any]:
+    # The body's fields are KeySpec's, but for the TOTP code, ``type`` and an expiry still to parse.
+    settings = body.model_dump(exclude={"totp", "type", "expires_at"})
+    spec = KeySpec(**settings, key_type=body.type, expires_at=parse_expiry(body.expires_at))
+    return key_manager(request).create(user.id, spec, body.totp, actor=user.actor).to_json()
 
 
 @router.post("/keys/revoke-all", summary="Revoke every key of the account (confirm + TOTP)")
-async def revoke_all(request: Request, user: User, body: RevokeAllIn) -> dict[str, Any]:
-    ids = await _run(
-        key_manager(request).revoke_all,
-        user.id,
-        body.totp,
-        confirmed=body.confirm,
-        actor=user.actor,
-        keep_session=user.token,
-    )
+def revoke_all(request: Request, user: User, body: RevokeAllIn) -> dict[str, Any]:
+    manager = key_manager(request)
+    ids = manager.revoke_all(user.id, body.totp, confirmed=body.confirm, actor=user.actor, keep_session=user.token)
     return {"revoked": ids}
 
 
 @router.get("/keys/{api_key}", summary="One API key")
 def get_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
-    out: dict[str, Any] = services_of(request).keys.get(api_key, user.id).to_json()
-    return out
+    return services_of(request).keys.get(api_key, user.id).to_json()
 
 
 @router.patch("/keys/{api_key}", summary="Change a key; widening needs a fresh TOTP code")
-async def patch_key(request: Request, user: User, api_key: KeyIdPath, body: KeyPatch) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    for name in body.model_fields_set - {"totp"}:
-        value = getattr(body, name)
-        changes[name] = parse_expiry(value) if name == "expires_at" else value
+def patch_key(request: Request, user: User, api_key: KeyIdPath, body: KeyPatch) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True, exclude={"totp"})
+    if "expires_at" in changes:
+        changes["expires_at"] = parse_expiry(changes["expires_at"])
     for name in ("scopes", "ips", "symbols", "label"):
         if name in changes and changes[name] is None:
             changes[name] = "" if name == "label" else []
-    info = await _run(key_manager(request).update, user.id, api_key, body.totp, actor=user.actor, **changes)
-    out: dict[str, Any] = info.to_json()
-    return out
+    return key_manager(request).update(user.id, api_key, body.totp, actor=user.actor, **changes).to_json()
 
 
 @router.post("/keys/{api_key}/rotate", summary="New credential (shown once); the old one works for the grace")
-async def rotate_key(request: Request, user: User, api_key: KeyIdPath, body: RotateIn) -> dict[str, Any]:
+def rotate_key(request: Request, user: User, api_key: KeyIdPath, body: RotateIn) -> dict[str, Any]:
     grace = parse_grace(body.grace, services_of(request).settings.rotate_grace_default_s)
-    issued = await _run(
-        key_manager(request).rotate,
-        user.id,
-        api_key,
-        body.totp,
-        grace=grace,
-        public_key=body.public_key,
-        actor=user.actor,
-    )
-    out: dict[str, Any] = issued.to_json()
-    return out
+    manager = key_manager(request)
+    issued = manager.rotate(user.id, api_key, body.totp, grace=grace, public_key=body.public_key, actor=user.actor)
+    return issued.to_json()
 
 
 @router.post("/keys/{api_key}/disable", summary="Disable a key")
-async def disable_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
-    info = await _run(key_manager(request).disable, user.id, api_key, actor=user.actor)
-    out: dict[str, Any] = info.to_json()
-    return out
+def disable_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
+    return key_manager(request).disable(user.id, api_key, actor=user.actor).to_json()
 
 
 @router.post("/keys/{api_key}/enable", summary="Re-enable a disabled key (needs a TOTP code)")
-async def enable_key(request: Request, user: User, api_key: KeyIdPath, body: CodeIn) -> dict[str, Any]:
-    info = await _run(key_manager(request).enable, user.id, api_key, body.totp, actor=user.actor)
-    out: dict[str, Any] = info.to_json()
-    return out
+def enable_key(request: Request, user: User, api_key: KeyIdPath, body: CodeIn) -> dict[str, Any]:
+    return key_manager(request).enable(user.id, api_key, body.totp, actor=user.actor).to_json()
 
 
 @router.post("/keys/{api_key}/revoke", summary="Revoke a key (permanent)")
-async def revoke_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
-    info = await _run(key_manager(request).revoke, user.id, api_key, actor=user.actor)
-    out: dict[str, Any] = info.to_json()
-    return out
+def revoke_key(request: Request, user: User, api_key: KeyIdPath) -> dict[str, Any]:
+    return key_manager(request).revoke(user.id, api_key, actor=user.actor).to_json()
 
 
 @router.get("/activity", summary="The account's audit events, newest first")
@@ -290,5 +249,5 @@ def activity(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     api_key: KeyIdQuery = None,
 ) -> dict[str, Any]:
-    events = activity_of(request, user.id, limit=limit, before=before, key_id=api_key)
+    events = account_activity(services_of(request).db, user.id, limit=limit, before=before, key_id=api_key)
     return {"events": [e.to_json() for e in events]}

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keyplane.accounts.errors import AlreadyEnrolled, LoginRequired
 from keyplane.api.console.web import (
     SESSION_COOKIE,
-    ConsoleUser,
+    FormStr,
+    PageRedirect,
+    PageUser,
     anon_csrf_token,
     check_anon_csrf,
     check_csrf,
     clear_session_cookie,
     error_context,
     identity_of,
-    page_user,
     redirect,
     render,
     request_ip,
@@ -29,9 +28,6 @@ from keyplane.errors import KeyplaneError
 
 router = APIRouter(include_in_schema=False)
 
-PageUser = Annotated[ConsoleUser, Depends(page_user)]
-FormStr = Annotated[str, Form()]
-
 
 def _safe_next(target: str | None) -> str:
     # Only local paths: an open redirect to another site would make phishing easy.
@@ -42,9 +38,8 @@ def _safe_next(target: str | None) -> str:
 
 def _anon_page(request: Request, template: str, ctx: dict[str, object], status: int = 200) -> HTMLResponse:
     token = anon_csrf_token(request)
-    response = render(request, template, {**ctx, "csrf_token": token}, status_code=status)
-    set_anon_csrf_cookie(request, response, token)
-    return response
+    page = render(request, template, {**ctx, "csrf_token": token}, status_code=status)
+    return set_anon_csrf_cookie(request, page, token)
 
 
 @router.get("/")
@@ -73,9 +68,7 @@ def signup(
         _, token = identity_of(request).signup(email, password, ip=request_ip(request), user_agent=user_agent(request))
     except KeyplaneError as e:
         return _anon_page(request, "signup.html", {"email": email, "active": "signup", **error_context(e)}, e.status)
-    response = redirect("/security")
-    set_session_cookie(request, response, token)
-    return response
+    return set_session_cookie(request, redirect("/security"), token)
 
 
 @router.get("/login")
@@ -100,40 +93,33 @@ def login(
     except KeyplaneError as e:
         ctx = {"email": email, "next": _safe_next(next), "active": "login", **error_context(e)}
         page = _anon_page(request, "login.html", ctx, e.status)
-        for name, value in getattr(e, "headers", {}).items():
-            page.headers[name] = value
+        page.headers.update(getattr(e, "headers", {}))
         return page
-    response = redirect("/login/code" if result.needs_code else _safe_next(next))
-    set_session_cookie(request, response, result.token)
-    return response
+    target = "/login/code" if result.needs_code else _safe_next(next)
+    return set_session_cookie(request, redirect(target), result.token)
 
 
-def _pending(request: Request) -> tuple[str, str] | Response:
-    """The password-stage session's token and CSRF token, or a redirect when there is none."""
+def _pending(request: Request) -> tuple[str, str]:
+    """The password-stage session's token and CSRF token; without one, redirects (PageRedirect)."""
     token = request.cookies.get(SESSION_COOKIE, "")
     try:
         info = identity_of(request).session(token)
-    except LoginRequired:
-        return redirect("/login?expired=1")
+    except LoginRequired as e:
+        raise PageRedirect("/login?expired=1") from e
     if info.full:
-        return redirect("/keys")
+        raise PageRedirect("/keys")
     return token, info.csrf_token
 
 
 @router.get("/login/code")
 def login_code_page(request: Request) -> Response:
-    pending = _pending(request)
-    if isinstance(pending, Response):
-        return pending
-    return render(request, "login_code.html", {"csrf_token": pending[1]})
+    _, expected = _pending(request)
+    return render(request, "login_code.html", {"csrf_token": expected})
 
 
 @router.post("/login/code")
 def login_code(request: Request, totp: FormStr = "", csrf_token: FormStr = "") -> Response:
-    pending = _pending(request)
-    if isinstance(pending, Response):
-        return pending
-    token, expected = pending
+    token, expected = _pending(request)
     try:
         check_csrf(request, expected, csrf_token)
         new_token = identity_of(request).finish_login(
@@ -142,9 +128,7 @@ def login_code(request: Request, totp: FormStr = "", csrf_token: FormStr = "") -
     except KeyplaneError as e:
         ctx = {"csrf_token": expected, **error_context(e)}
         return render(request, "login_code.html", ctx, status_code=e.status)
-    response = redirect("/keys")
-    set_session_cookie(request, response, new_token)
-    return response
+    return set_session_cookie(request, redirect("/keys"), new_token)
 
 
 @router.post("/logout")
@@ -155,16 +139,13 @@ def logout(request: Request, csrf_token: FormStr = "") -> Response:
         info = ident.session(token)
         check_csrf(request, info.csrf_token, csrf_token)
     except LoginRequired:
-        response = redirect("/login")
-        clear_session_cookie(request, response)
-        return response
+        pass  # no session to end: clear the cookie all the same
     except KeyplaneError as e:
         ctx = {"heading": "Not logged out", "message": e.message}
         return render(request, "message.html", ctx, status_code=e.status)
-    ident.logout(token, ip=request_ip(request))
-    response = redirect("/login")
-    clear_session_cookie(request, response)
-    return response
+    else:
+        ident.logout(token, ip=request_ip(request))
+    return clear_session_cookie(request, redirect("/login"))
 
 
 @router.get("/security")
@@ -206,11 +187,11 @@ def totp_confirm(request: Request, user: PageUser, totp: FormStr = "", csrf_toke
 
 @router.post("/security/recovery-codes")
 def recovery_codes(request: Request, user: PageUser, totp: FormStr = "", csrf_token: FormStr = "") -> Response:
-    twofactor = identity_of(request).twofactor
+    ident = identity_of(request)
     try:
         check_csrf(request, user.csrf_token, csrf_token)
-        codes = identity_of(request).new_recovery_codes(user.id, totp, ip=user.ip, keep_session=user.token)
+        codes = ident.new_recovery_codes(user.id, totp, ip=user.ip, keep_session=user.token)
     except KeyplaneError as e:
-        ctx = {"status": twofactor.status(user.id), "active": "security", **error_context(e)}
+        ctx = {"status": ident.twofactor.status(user.id), "active": "security", **error_context(e)}
         return render(request, "security.html", ctx, user=user, status_code=e.status)
     return render(request, "recovery_codes.html", {"codes": codes, "active": "security"}, user=user)

@@ -7,29 +7,28 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from keyplane.api.console.web import (
     ConsoleUser,
-    activity_of,
+    PageRedirect,
+    PageUser,
     check_csrf,
     error_context,
     identity_of,
     key_manager,
-    page_user,
     redirect,
     render,
     services_of,
 )
 from keyplane.api.fields import KeyIdPath, KeyIdQuery, SeqQuery, checked_text
 from keyplane.errors import KeyplaneError
+from keyplane.keys.activity import activity
 from keyplane.keys.errors import KeyNotFound
 from keyplane.keys.manage import KeySpec, parse_expiry, parse_grace, spec_changes
 from keyplane.keys.pubkeys import OPENSSL_HINT
 from keyplane.keys.schemas import KeyInfo
 
 router = APIRouter(include_in_schema=False)
-PageUser = Annotated[ConsoleUser, Depends(page_user)]
 
 _EVENT_TEXT = {
     "account:user:created": "Account created",
@@ -62,10 +61,14 @@ def _lines(text: str) -> list[str]:
 
 
 async def _form(request: Request) -> dict[str, Any]:
+    """The posted form's text fields, with ``scopes`` (checkboxes) as a list."""
     form = await request.form()
     values: dict[str, Any] = {k: str(v) for k, v in form.items() if isinstance(v, str)}
     values["scopes"] = [str(v) for v in form.getlist("scopes")]
     return values
+
+
+Posted = Annotated[dict[str, Any], Depends(_form)]
 
 
 def spec_from_form(values: dict[str, Any]) -> KeySpec:
@@ -111,29 +114,22 @@ def values_of(key: KeyInfo) -> dict[str, Any]:
     }
 
 
-def _renamed(error: KeyplaneError, prefix: str) -> dict[str, Any]:
-    ctx = error_context(error)["errors"]
-    return {(f"{prefix}_totp" if k == "totp" else k): v for k, v in ctx.items()}
-
-
-def _owned(request: Request, user: ConsoleUser, api_key: str) -> KeyInfo | None:
+def _owned(request: Request, user: ConsoleUser, api_key: str) -> KeyInfo:
+    """``user``'s key ``api_key``; a key of no one or of someone else redirects to the key list."""
     try:
         return services_of(request).keys.get(api_key, user.id)
-    except KeyNotFound:
-        return None
+    except KeyNotFound as e:
+        raise PageRedirect("/keys") from e
 
 
 def _detail(request: Request, user: ConsoleUser, key: KeyInfo, *, status: int = 200, **extra: Any) -> HTMLResponse:
-    ctx: dict[str, Any] = {"key": key, "v": values_of(key), "errors": {}, "rerrors": {}, "eerrors": {}}
-    ctx["active"] = "keys"
-    ctx.update(extra)
+    ctx = {"key": key, "v": values_of(key), "errors": {}, "rerrors": {}, "eerrors": {}, "active": "keys", **extra}
     return render(request, "key_detail.html", ctx, user=user, status_code=status)
 
 
 @router.get("/keys")
 def keys_page(request: Request, user: PageUser) -> HTMLResponse:
-    svc = services_of(request)
-    keys = svc.keys.list_keys(user.id)
+    keys = services_of(request).keys.list_keys(user.id)
     twofactor = identity_of(request).twofactor.enabled(user.id)
     return render(request, "keys.html", {"keys": keys, "twofactor": twofactor, "active": "keys"}, user=user)
 
@@ -147,12 +143,11 @@ def new_key_page(request: Request, user: PageUser) -> Response:
 
 
 @router.post("/keys/new")
-async def create_key(request: Request, user: PageUser) -> Response:
-    values = await _form(request)
+def create_key(request: Request, user: PageUser, values: Posted) -> Response:
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
         spec = spec_from_form(values)
-        issued = await _run(key_manager(request).create, user.id, spec, values.get("totp", ""), actor=user.actor)
+        issued = key_manager(request).create(user.id, spec, values.get("totp", ""), actor=user.actor)
     except KeyplaneError as e:
         values.pop("csrf_token", None)
         ctx = {"v": values, "openssl_hint": OPENSSL_HINT, "active": "keys", **error_context(e)}
@@ -169,12 +164,10 @@ def revoke_all_page(request: Request, user: PageUser) -> HTMLResponse:
 
 
 @router.post("/keys/revoke-all")
-async def revoke_all(request: Request, user: PageUser) -> HTMLResponse:
-    values = await _form(request)
+def revoke_all(request: Request, user: PageUser, values: Posted) -> HTMLResponse:
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        ids = await _run(
-            key_manager(request).revoke_all,
+        ids = key_manager(request).revoke_all(
             user.id,
             values.get("totp", ""),
             confirmed=values.get("confirm") == "yes",
@@ -199,16 +192,13 @@ def key_page(request: Request, api_key: KeyIdPath, user: PageUser) -> HTMLRespon
 
 
 @router.post("/keys/{api_key}/edit")
-async def edit_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
-    values = await _form(request)
+def edit_key(request: Request, api_key: KeyIdPath, user: PageUser, values: Posted) -> Response:
     actions = key_manager(request)
-    key = await _run(_owned, request, user, api_key)
-    if key is None:
-        return redirect("/keys")
+    key = _owned(request, user, api_key)
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
         spec = spec_from_form(values)
-        await _run(actions.update, user.id, api_key, values.get("totp", ""), actor=user.actor, **spec_changes(spec))
+        actions.update(user.id, api_key, values.get("totp", ""), actor=user.actor, **spec_changes(spec))
     except KeyplaneError as e:
         values.pop("csrf_token", None)
         return _detail(request, user, key, status=e.status, v=values, **error_context(e))
@@ -216,17 +206,13 @@ async def edit_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Resp
 
 
 @router.post("/keys/{api_key}/rotate")
-async def rotate_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
-    values = await _form(request)
+def rotate_key(request: Request, api_key: KeyIdPath, user: PageUser, values: Posted) -> Response:
     svc = services_of(request)
-    key = await _run(_owned, request, user, api_key)
-    if key is None:
-        return redirect("/keys")
+    key = _owned(request, user, api_key)
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
         grace = parse_grace(checked_text(values.get("grace", ""), "grace", 64), svc.settings.rotate_grace_default_s)
-        issued = await _run(
-            key_manager(request).rotate,
+        issued = key_manager(request).rotate(
             user.id,
             api_key,
             values.get("rotate_totp", ""),
@@ -235,7 +221,8 @@ async def rotate_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Re
             actor=user.actor,
         )
     except KeyplaneError as e:
-        return _detail(request, user, key, status=e.status, rerrors=_renamed(e, "rotate"))
+        ctx = error_context(e, totp_field="rotate_totp")
+        return _detail(request, user, key, status=e.status, rerrors=ctx["errors"])
     until = issued.info.previous_valid_until
     ctx = {
         "issued": issued,
@@ -247,51 +234,39 @@ async def rotate_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Re
 
 
 @router.post("/keys/{api_key}/disable")
-async def disable_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
-    values = await _form(request)
-    key = await _run(_owned, request, user, api_key)
-    if key is None:
-        return redirect("/keys")
+def disable_key(request: Request, api_key: KeyIdPath, user: PageUser, values: Posted) -> Response:
+    key = _owned(request, user, api_key)
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        await _run(key_manager(request).disable, user.id, api_key, actor=user.actor)
+        key_manager(request).disable(user.id, api_key, actor=user.actor)
     except KeyplaneError as e:
         return _detail(request, user, key, status=e.status, **error_context(e))
     return redirect(f"/keys/{api_key}")
 
 
 @router.post("/keys/{api_key}/enable")
-async def enable_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
-    values = await _form(request)
-    key = await _run(_owned, request, user, api_key)
-    if key is None:
-        return redirect("/keys")
+def enable_key(request: Request, api_key: KeyIdPath, user: PageUser, values: Posted) -> Response:
+    key = _owned(request, user, api_key)
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        await _run(key_manager(request).enable, user.id, api_key, values.get("enable_totp", ""), actor=user.actor)
+        key_manager(request).enable(user.id, api_key, values.get("enable_totp", ""), actor=user.actor)
     except KeyplaneError as e:
-        return _detail(request, user, key, status=e.status, eerrors=_renamed(e, "enable"))
+        ctx = error_context(e, totp_field="enable_totp")
+        return _detail(request, user, key, status=e.status, eerrors=ctx["errors"])
     return redirect(f"/keys/{api_key}")
 
 
 @router.get("/keys/{api_key}/revoke")
 def revoke_page(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
-    try:
-        key = services_of(request).keys.get(api_key, user.id)
-    except KeyplaneError:
-        return redirect("/keys")
-    return render(request, "key_revoke.html", {"key": key, "active": "keys"}, user=user)
+    return render(request, "key_revoke.html", {"key": _owned(request, user, api_key), "active": "keys"}, user=user)
 
 
 @router.post("/keys/{api_key}/revoke")
-async def revoke_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Response:
-    values = await _form(request)
-    key = await _run(_owned, request, user, api_key)
-    if key is None:
-        return redirect("/keys")
+def revoke_key(request: Request, api_key: KeyIdPath, user: PageUser, values: Posted) -> Response:
+    key = _owned(request, user, api_key)
     try:
         check_csrf(request, user.csrf_token, values.get("csrf_token", ""))
-        await _run(key_manager(request).revoke, user.id, api_key, actor=user.actor)
+        key_manager(request).revoke(user.id, api_key, actor=user.actor)
     except KeyplaneError as e:
         ctx = {"key": key, "active": "keys", **error_context(e)}
         return render(request, "key_revoke.html", ctx, user=user, status_code=e.status)
@@ -300,12 +275,7 @@ async def revoke_key(request: Request, api_key: KeyIdPath, user: PageUser) -> Re
 
 @router.get("/activity")
 def activity_page(request: Request, user: PageUser, before: SeqQuery = None, key: KeyIdQuery = None) -> HTMLResponse:
-    events = activity_of(request, user.id, limit=100, before=before, key_id=key or None)
+    events = activity(services_of(request).db, user.id, limit=100, before=before, key_id=key or None)
     older = events[-1].seq if len(events) >= 100 else None
     ctx = {"events": events, "describe": describe, "older": older, "key_filter": key or "", "active": "activity"}
     return render(request, "activity.html", ctx, user=user)
-
-
-async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking service call off the event loop (async routes read the form themselves)."""
-    return await run_in_threadpool(fn, *args, **kwargs)

@@ -9,44 +9,35 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from keyplane.api import fields
 from keyplane.api.console.web import (
     ConsoleUser,
+    FormStr,
+    PageUser,
     api_user,
     check_csrf,
     error_context,
-    page_user,
     redirect,
     render,
-    services_of,
     verify_step_up,
 )
-from keyplane.errors import KeyplaneError, NotFound, ServiceUnavailable
-from keyplane.exchange.service import ExchangeService
+from keyplane.api.deps import exchange
+from keyplane.errors import KeyplaneError, NotFound
 from keyplane.exchange.wallet import WithdrawRequest, binance_time
 
 router = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/v1/account/withdraw-addresses", tags=["account"])
 
-PageUser = Annotated[ConsoleUser, Depends(page_user)]
 ApiUser = Annotated[ConsoleUser, Depends(api_user)]
-FormStr = Annotated[str, Form()]
 STATUS = {2: "awaiting", 4: "processing", 6: "completed", 1: "cancelled", 3: "rejected", 5: "failed"}
 
 
-def _exchange(request: Request) -> ExchangeService:
-    ex = services_of(request).exchange
-    if ex is None:
-        raise ServiceUnavailable("the exchange is not enabled on this server")
-    return ex
-
-
 def _page(request: Request, user: ConsoleUser, extra: dict[str, Any] | None = None, status: int = 200) -> HTMLResponse:
-    ex = _exchange(request)
+    ex = exchange(request)
     w = ex.wallet
     balances = [
         {"asset": name, "free": ex.assets[name].fmt(free), "locked": ex.assets[name].fmt(locked)}
@@ -62,16 +53,13 @@ def _page(request: Request, user: ConsoleUser, extra: dict[str, Any] | None = No
          "state": STATUS.get(int(x["status"]), str(x["status"])), "time": binance_time(int(x["apply_ms"]))}  # type: ignore[call-overload]
         for x in w.withdrawals(user.id, limit=20)
     ]  # fmt: skip
-    orders = []
-    for v in ex.orders.recent_orders(user.id, 30):
-        m = ex.markets.get(v.symbol)
-        if m is None:
-            continue
-        orders.append(
-            {"id": v.id, "symbol": v.symbol, "side": v.side, "type": v.type, "status": v.status,
-             "price": m.price_text(v.price) if v.price else "market", "qty": m.qty_text(v.orig_qty),
-             "filled": m.qty_text(v.executed_qty), "time": binance_time(v.created_ms)}
-        )  # fmt: skip
+    orders = [
+        {"id": v.id, "symbol": v.symbol, "side": v.side, "type": v.type, "status": v.status,
+         "price": m.price_text(v.price) if v.price else "market", "qty": m.qty_text(v.orig_qty),
+         "filled": m.qty_text(v.executed_qty), "time": binance_time(v.created_ms)}
+        for v in ex.orders.recent_orders(user.id, 30)
+        if (m := ex.markets.get(v.symbol)) is not None  # a market since taken off the list: left out
+    ]  # fmt: skip
     ctx: dict[str, Any] = {
         "active": "wallet",
         "balances": balances,
@@ -97,7 +85,7 @@ def wallet_page(request: Request, user: PageUser) -> Response:
 def faucet(request: Request, user: PageUser, csrf_token: FormStr = "") -> Response:
     try:
         check_csrf(request, user.csrf_token, csrf_token)
-        ex = _exchange(request)
+        ex = exchange(request)
         if not ex.demo:
             raise NotFound("the faucet exists only in demo mode (KEYPLANE_DEMO=true)")
         ex.wallet.faucet(user.id)
@@ -120,7 +108,7 @@ def withdraw(
     try:
         check_csrf(request, user.csrf_token, csrf_token)
         verify_step_up(request, user, totp)
-        _exchange(request).wallet.withdraw(user.id, WithdrawRequest(coin, address, amount))
+        exchange(request).wallet.withdraw(user.id, WithdrawRequest(coin, address, amount))
     except KeyplaneError as e:
         ctx = error_context(e)
         if e.code in ("invalid_address",):
@@ -145,13 +133,11 @@ def add_address(
         check_csrf(request, user.csrf_token, csrf_token)
         label = fields.checked_text(label, "label", 64)
         proof = verify_step_up(request, user, totp)
-        _exchange(request).wallet.add_address(user.id, coin, address, label, step_up=proof)
+        exchange(request).wallet.add_address(user.id, coin, address, label, step_up=proof)
     except KeyplaneError as e:
-        ctx = error_context(e)
+        ctx = error_context(e, totp_field="address_totp")
         if e.code == "invalid_address":
             ctx = {"errors": {"new_address": e.message}}
-        elif ctx["errors"].get("totp"):
-            ctx = {"errors": {"address_totp": ctx["errors"]["totp"]}}
         return _page(request, user, {**ctx, "address_form": {"coin": coin, "address": address}}, status=e.status)
     return redirect("/wallet?done=address")
 
@@ -163,7 +149,7 @@ def remove_address(
     try:
         check_csrf(request, user.csrf_token, csrf_token)
         proof = verify_step_up(request, user, totp)
-        _exchange(request).wallet.remove_address(user.id, entry_id, step_up=proof)
+        exchange(request).wallet.remove_address(user.id, entry_id, step_up=proof)
     except KeyplaneError as e:
         return _page(request, user, error_context(e), status=e.status)
     return redirect("/wallet?done=address")
@@ -173,19 +159,17 @@ class AddressIn(BaseModel):
     coin: Annotated[str, Field(max_length=16), fields.text(16)]
     address: Annotated[str, Field(max_length=128), fields.text(128)]
     label: Annotated[str, Field(max_length=64), fields.text(64)] = ""
-    totp: Annotated[str, Field(max_length=32), fields.text(32)] = Field(
-        description="A fresh TOTP code: every allowlist change needs one."
-    )
+    totp: fields.Code = Field(description="A fresh TOTP code: every allowlist change needs one.")
 
 
 class StepUpIn(BaseModel):
-    totp: Annotated[str, Field(max_length=32), fields.text(32)]
+    totp: fields.Code
 
 
 @api.get("")
 def list_addresses(request: Request, user: ApiUser) -> list[dict[str, Any]]:
     """The account's withdrawal address allowlist. Empty: withdrawals may go to any valid address."""
-    return [a.as_dict() for a in _exchange(request).wallet.list_addresses(user.id)]
+    return [a.as_dict() for a in exchange(request).wallet.list_addresses(user.id)]
 
 
 @api.post("", status_code=201)
@@ -193,17 +177,12 @@ def add_address_api(request: Request, user: ApiUser, body: AddressIn) -> dict[st
     """Allow an address (needs a fresh TOTP code). Once the list has an entry, withdrawals may go
     only to listed addresses."""
     proof = verify_step_up(request, user, body.totp)
-    return _exchange(request).wallet.add_address(user.id, body.coin, body.address, body.label, step_up=proof)
+    return exchange(request).wallet.add_address(user.id, body.coin, body.address, body.label, step_up=proof)
 
 
 @api.delete("/{entry_id}", status_code=204)
 def remove_address_api(request: Request, user: ApiUser, entry_id: fields.RowIdPath, body: StepUpIn) -> Response:
     """Remove an entry (needs a fresh TOTP code)."""
     proof = verify_step_up(request, user, body.totp)
-    _exchange(request).wallet.remove_address(user.id, entry_id, step_up=proof)
+    exchange(request).wallet.remove_address(user.id, entry_id, step_up=proof)
     return Response(status_code=204)
-
-
-def install(app: Any) -> None:
-    app.include_router(router)
-    app.include_router(api)

@@ -1,6 +1,6 @@
 """Pieces every console page and ``/v1/account`` route uses.
 
-- :func:`page_user` / :func:`api_user`: FastAPI dependencies that return the logged-in
+- :func:`page_user` (as ``PageUser``) / :func:`api_user`: FastAPI dependencies that return the logged-in
   :class:`ConsoleUser`. A page without a session redirects to ``/login``; the JSON API answers 401.
 - :func:`check_csrf`: the CSRF check for a form (``csrf_token`` field) or a JSON call
   (``X-CSRF-Token`` header).
@@ -19,10 +19,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -32,7 +32,6 @@ from keyplane.accounts.sessions import SessionInfo
 from keyplane.accounts.stepup import StepUp
 from keyplane.api.state import app_state
 from keyplane.auth.clientip import client_ip as resolve_client_ip
-from keyplane.keys.activity import ActivityEvent, activity
 from keyplane.keys.manage import KeyManager
 from keyplane.keys.service import Actor
 from keyplane.parsing import bad_character
@@ -41,13 +40,13 @@ from keyplane.services import Services
 SESSION_COOKIE = "kp_session"
 ANON_CSRF_COOKIE = "kp_csrf"
 CSRF_HEADER = "x-csrf-token"
-CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{20,100}", re.ASCII)
 # Headers that mark a request signed with an API key (binance dialect, RFC 9421).
 _SIGNED_HEADERS = ("x-mbx-apikey", "signature", "signature-input")
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+ResponseT = TypeVar("ResponseT", bound=Response)
 
 
 class PageRedirect(Exception):
@@ -76,13 +75,6 @@ class ConsoleUser:
 
 def services_of(request: Request) -> Services:
     return app_state(request).services
-
-
-def activity_of(
-    request: Request, user_id: int, *, limit: int, before: int | None, key_id: str | None
-) -> list[ActivityEvent]:
-    """The account's activity (keys/activity.py), newest first."""
-    return activity(services_of(request).db, user_id, limit=limit, before=before, key_id=key_id)
 
 
 def identity_of(request: Request) -> Identity:
@@ -116,25 +108,22 @@ def user_agent(request: Request) -> str:
     return value[:200]
 
 
-def cookie_secure(request: Request) -> bool:
-    return services_of(request).settings.cookie_secure or request.url.scheme == "https"
+def _cookie_flags(request: Request) -> dict[str, Any]:
+    """What every console cookie is: HttpOnly, SameSite=Lax, and Secure over https or when configured."""
+    secure = services_of(request).settings.cookie_secure or request.url.scheme == "https"
+    return {"path": "/", "secure": secure, "httponly": True, "samesite": "lax"}
 
 
-def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    settings = services_of(request).settings
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=settings.session_absolute_s,
-        path="/",
-        secure=cookie_secure(request),
-        httponly=True,
-        samesite="lax",
-    )
+# The cookie setters return the response they were given, so a route can return it at once.
+def set_session_cookie(request: Request, response: ResponseT, token: str) -> ResponseT:
+    max_age = services_of(request).settings.session_absolute_s
+    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, **_cookie_flags(request))
+    return response
 
 
-def clear_session_cookie(request: Request, response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=cookie_secure(request), httponly=True, samesite="lax")
+def clear_session_cookie(request: Request, response: ResponseT) -> ResponseT:
+    response.delete_cookie(SESSION_COOKIE, **_cookie_flags(request))
+    return response
 
 
 def anon_csrf_token(request: Request) -> str:
@@ -145,28 +134,23 @@ def anon_csrf_token(request: Request) -> str:
     return token
 
 
-def set_anon_csrf_cookie(request: Request, response: Response, token: str) -> None:
-    response.set_cookie(ANON_CSRF_COOKIE, token, path="/", secure=cookie_secure(request), httponly=True, samesite="lax")
-
-
-def _same(given: str | None, expected: str | None) -> bool:
-    if not given or not expected:
-        return False
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
+def set_anon_csrf_cookie(request: Request, response: ResponseT, token: str) -> ResponseT:
+    response.set_cookie(ANON_CSRF_COOKIE, token, **_cookie_flags(request))
+    return response
 
 
 def check_csrf(request: Request, expected: str | None, form_value: str | None = None) -> None:
     """Raise CsrfFailed unless the form field or the ``X-CSRF-Token`` header equals ``expected``."""
     given = form_value if form_value is not None else request.headers.get(CSRF_HEADER)
-    if not _same(given, expected):
+    if not given or not expected:
+        raise CsrfFailed()
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace")):
         raise CsrfFailed()
 
 
 def check_anon_csrf(request: Request, form_value: str | None) -> None:
     """The CSRF check for the log-in and sign-up forms (no session yet): double-submit cookie."""
-    given = form_value if form_value is not None else request.headers.get(CSRF_HEADER)
-    if not _same(given, request.cookies.get(ANON_CSRF_COOKIE)):
-        raise CsrfFailed()
+    check_csrf(request, request.cookies.get(ANON_CSRF_COOKIE), form_value)
 
 
 def _refuse_signed(request: Request) -> None:
@@ -210,6 +194,10 @@ def api_user(request: Request) -> ConsoleUser:
     return user
 
 
+PageUser = Annotated[ConsoleUser, Depends(page_user)]
+FormStr = Annotated[str, Form()]
+
+
 def verify_step_up(request: Request, user: ConsoleUser, code: str) -> StepUp:
     """A fresh TOTP code from ``user``, as the StepUp proof a widening takes; raises TotpInvalid,
     TwoFactorRequired or Throttled."""
@@ -238,8 +226,9 @@ def redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303)
 
 
-def error_context(error: Exception) -> dict[str, Any]:
-    """``errors``: field name -> message, for showing an error next to its field."""
+def error_context(error: Exception, *, totp_field: str = "totp") -> dict[str, Any]:
+    """``errors``: field name -> message, for showing an error next to its field. A page with
+    several code fields names the one the error concerns ``totp_field``."""
     field = getattr(error, "field", None) or "form"
     message = getattr(error, "message", None) or str(error)
-    return {"errors": {field: message}}
+    return {"errors": {totp_field if field == "totp" else field: message}}
