@@ -17,6 +17,7 @@ from rich.console import Console
 
 from keyplane.client import redact
 from keyplane.client.errors import ClientError
+from keyplane.client.profile import Profile
 from keyplane.client.store import ProfileStore, holder_dir
 
 err = Console(stderr=True)
@@ -67,6 +68,15 @@ def profile_store(keystore: Path | None = None) -> ProfileStore:
 
     interactive = sys.stdin.isatty()
     return ProfileStore(keystore, prompt=prompt if interactive else None)
+
+
+def chosen_profiles(names: list[str] | None, keystore: Path | None = None, *, hint: str = "") -> list[Profile]:
+    """The profiles named (default: every profile); fails, saying how to add one, if there are none."""
+    store = profile_store(keystore)
+    chosen = [store.get(n) for n in names] if names else store.all()
+    if not chosen:
+        fail(f"no profiles: add one with `keyplane keys add`{hint}")
+    return chosen
 
 
 def data_file(name: str) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from keyplane.apps.common import err, fail, handled, out, profile_store, warn
+from keyplane.apps.common import chosen_profiles, err, fail, handled, out, profile_store, warn
 from keyplane.client import keyformat
 from keyplane.client.ccxt_errors import translate
 from keyplane.client.ccxt_factory import ccxt_exchange
@@ -196,10 +196,7 @@ def doctor(
     keystore: Path | None = KeystoreOpt,
 ) -> None:
     """Ask each exchange what each key can do, and warn about risky settings."""
-    store = profile_store(keystore)
-    chosen = [store.get(n) for n in profiles] if profiles else store.all()
-    if not chosen:
-        fail("no profiles: add one with `keyplane keys add`")
+    chosen = chosen_profiles(profiles, keystore)
     table = Table("profile", "read", "trade", "withdraw", "IP allowlist", "expires", "created", "use it for")
     problems = 0
     for p in chosen:

@@ -16,12 +16,7 @@ import json
 import re
 from typing import Any
 
-from keyplane.client.errors import (
-    ApiError,
-    ClientError,
-    ExchangeUnreachable,
-    error_for,
-)
+from keyplane.client.errors import ClientError, ExchangeUnreachable, error_for
 from keyplane.client.redact import redact
 
 _BODY = re.compile(r"\{.*\}", re.S)
@@ -90,17 +85,12 @@ def translate(exc: BaseException, exchange: Any = None) -> ClientError:
         and not isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded)
     ):
         return ExchangeUnreachable(f"exchange unreachable: {message}")
-    status: int | None = None
-    if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
-        status = 429
-    elif isinstance(exc, ccxt.PermissionDenied):
-        status = 403
-    elif isinstance(exc, ccxt.AuthenticationError):
-        status = 401
-    elif isinstance(exc, ccxt.OperationFailed):
-        status = 503
-    elif isinstance(exc, ccxt.ExchangeError):
-        status = 400
-    wait = retry_after(exchange) if exchange is not None else 1.0
-    err: ApiError = error_for(reason, message, status=status, code=code, retry_after_s=wait)
-    return err
+    statuses = (
+        (ccxt.DDoSProtection | ccxt.RateLimitExceeded, 429),
+        (ccxt.PermissionDenied, 403),
+        (ccxt.AuthenticationError, 401),
+        (ccxt.OperationFailed, 503),
+        (ccxt.ExchangeError, 400),
+    )
+    status = next((status for cls, status in statuses if isinstance(exc, cls)), None)
+    return error_for(reason, message, status=status, code=code, retry_after_s=retry_after(exchange))

@@ -26,11 +26,6 @@ _API_PATHS = {
 }
 
 
-def keyplane_urls(base_url: str) -> dict[str, str]:
-    base = base_url.rstrip("/")
-    return {name: base + path for name, path in _API_PATHS.items()}
-
-
 def ccxt_exchange(target: str | Profile, api_key: str | None = None, secret: str | None = None, **options: Any) -> Any:
     """A ccxt exchange for a keyplane server URL or for a keystore profile.
 
@@ -74,7 +69,7 @@ def _for_profile(profile: Profile, **options: Any) -> Any:
 def _keyplane(base_url: str, api_key: str | None, secret: str | None, **options: Any) -> Any:
     import ccxt
 
-    urls = keyplane_urls(base_url)
+    urls = {name: base_url.rstrip("/") + path for name, path in _API_PATHS.items()}
     template = ccxt.binance().urls["api"]
     for name in template:
         urls.setdefault(name, "http://keyplane.invalid/unsupported/" + name)

@@ -138,6 +138,12 @@ REASONS: dict[str, type[ApiError]] = {
     "ip_locked_out": RateLimited,
     "service_unavailable": ServerError,
 }
+_STATUSES: dict[int, type[ApiError]] = {
+    401: AuthenticationFailed,
+    403: PermissionDenied,
+    418: RateLimited,
+    429: RateLimited,
+}
 
 # Reasons after which a long-running program must stop: the key will not work again by waiting.
 FATAL_KEY_REASONS = frozenset(
@@ -149,18 +155,9 @@ def error_for(
     reason: str | None, message: str, *, status: int | None, code: int | None = None, retry_after_s: float = 1.0
 ) -> ApiError:
     """The exception for a server answer. Unknown reasons fall back on the HTTP status."""
-    cls = REASONS.get(reason or "")
+    cls = REASONS.get(reason or "") or _STATUSES.get(status or 0)
     if cls is None:
-        if status in (429, 418):
-            cls = RateLimited
-        elif status is not None and status >= 500:
-            cls = ServerError
-        elif status in (401,):
-            cls = AuthenticationFailed
-        elif status == 403:
-            cls = PermissionDenied
-        else:
-            cls = BadRequest
+        cls = ServerError if status is not None and status >= 500 else BadRequest
     reason = reason or ("rate_limited" if cls is RateLimited else "error")
     if cls is RateLimited:
         return RateLimited(message, retry_after_s=retry_after_s, reason=reason, status=status, code=code)

@@ -111,12 +111,7 @@ class Keystore:
     @classmethod
     def open(cls, path: Path, passphrase: str) -> Keystore:
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise KeystoreCorrupt(f"no keystore at {path}") from None
-        except OSError as e:
-            raise KeystoreCorrupt(f"cannot read the keystore {path}: {e.strerror}") from None
+        raw = cls._read(path)
         header, body = cls._parse(path, raw)
         keys = cls.unlock(header, passphrase)
         head, _, mac_line = raw[:-1].rpartition(b"\n")
@@ -126,6 +121,15 @@ class Keystore:
         store = cls(path, passphrase, header["kdf"], {})
         store.profiles = store._decrypt_all(body)
         return store
+
+    @staticmethod
+    def _read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeystoreCorrupt(f"no keystore at {path}") from None
+        except OSError as e:
+            raise KeystoreCorrupt(f"cannot read the keystore {path}: {e.strerror}") from None
 
     @staticmethod
     def _parse(path: Path, raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -159,11 +163,8 @@ class Keystore:
     @classmethod
     def check_passphrase(cls, path: Path, passphrase: str) -> None:
         """Raise ``WrongPassphrase`` unless ``passphrase`` opens ``path``, without decrypting a record."""
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as e:
-            raise KeystoreCorrupt(f"cannot read the keystore {path}: {e.strerror}") from None
-        header, _ = cls._parse(Path(path), raw)
+        path = Path(path)
+        header, _ = cls._parse(path, cls._read(path))
         cls.unlock(header, passphrase)
 
     def _decrypt_all(self, body: dict[str, Any]) -> dict[str, Profile]:
@@ -237,10 +238,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            view = memoryview(data)
-            step = 65536
-            for start in range(0, len(view), step):
-                f.write(view[start : start + step])
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

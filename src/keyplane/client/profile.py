@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from keyplane.client.redact import mask_key
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 ENV_PREFIX = "KEYPLANE_PROFILE_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+CREDENTIALS = ("api_key", "secret", "private_key_pem", "password")  # the fields a keystore encrypts
 _ENV_FIELDS = ("API_KEY", "SECRET", "PRIVATE_KEY_FILE", "PASSWORD", "EXCHANGE", "BASE_URL")
 
 
@@ -121,15 +122,7 @@ class Profile:
 
     def credentials(self) -> dict[str, str]:
         """The secret part, for encryption."""
-        out: dict[str, str] = {}
-        for name in ("api_key", "secret", "private_key_pem", "password"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value.reveal()
-        return out
-
-    def with_meta(self, **meta: Any) -> Profile:
-        return replace(self, meta={**self.meta, **meta})
+        return {name: value.reveal() for name in CREDENTIALS if (value := getattr(self, name)) is not None}
 
 
 def from_parts(name: str, public: Mapping[str, Any], credentials: Mapping[str, str], source: str) -> Profile:
@@ -140,7 +133,7 @@ def from_parts(name: str, public: Mapping[str, Any], credentials: Mapping[str, s
         base_url=public.get("base_url"),
         meta=meta,
         source=source,
-        **{k: Secret(v) for k, v in credentials.items() if k in ("api_key", "secret", "private_key_pem", "password")},
+        **{k: Secret(v) for k, v in credentials.items() if k in CREDENTIALS},
     )
 
 

@@ -9,7 +9,7 @@
 Signed Binance-style calls (``/api/...``, ``/sapi/...``) carry ``X-MBX-APIKEY``, ``timestamp``,
 ``recvWindow`` and ``signature`` (HMAC-SHA256 hex, or Ed25519 base64 when the credential is a PEM).
 Native calls (``/v1/...``) are signed with RFC 9421 HTTP message signatures by
-``keyplane.client.httpsig`` when that module is installed.
+``keyplane.client.httpsig``.
 
 The clock offset against the server is measured on the first signed call and measured again after
 a ``timestamp_outside_window`` rejection, which is then retried once. A 429 is retried after its
@@ -32,6 +32,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from keyplane.client import httpsig
 from keyplane.client.errors import (
     ApiError,
     ClientError,
@@ -182,11 +183,7 @@ class KeyplaneClient:
                 self._sleep(e.retry_after_s)
 
     def native_request(self, method: str, path: str, body: bytes = b"") -> Any:
-        """A native ``/v1`` call signed with RFC 9421 (needs ``keyplane.client.httpsig``)."""
-        try:
-            from keyplane.client import httpsig
-        except ImportError:
-            raise ClientError("native signing is not available in this installation") from None
+        """A native ``/v1`` call signed with RFC 9421 (``keyplane.client.httpsig``)."""
         if self._api_key is None or self._credential is None:
             raise ClientError("this call needs an API key and its secret")
         url = self.base_url + path

@@ -41,35 +41,27 @@ def keystore_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(explicit).expanduser() if explicit else holder_dir(env) / "keystore.kps"
 
 
-def _keyring_get(path: Path) -> str | None:
+def _keyring(path: Path, passphrase: str | None = None) -> str | None:
+    """The passphrase stored for ``path`` in the OS keyring, or, given ``passphrase``, store it
+    there and return it. None when no usable keyring exists (no backend, a locked backend, no
+    D-Bus), or nothing is stored."""
     try:
         import keyring
         from keyring.backends import fail
 
         if isinstance(keyring.get_keyring(), fail.Keyring):
             return None
-        value = keyring.get_password(KEYRING_SERVICE, str(path.resolve()))
-        return value or None
-    except Exception:  # no backend, a locked backend, no D-Bus: treat as "not available"
+        if passphrase is not None:
+            keyring.set_password(KEYRING_SERVICE, str(path.resolve()), passphrase)
+            return passphrase
+        return keyring.get_password(KEYRING_SERVICE, str(path.resolve())) or None
+    except Exception:
         return None
 
 
 def remember_passphrase(path: Path, passphrase: str) -> bool:
     """Store the passphrase in the OS keyring; False if no usable keyring exists."""
-    try:
-        import keyring
-        from keyring.backends import fail
-
-        if isinstance(keyring.get_keyring(), fail.Keyring):
-            return False
-        keyring.set_password(KEYRING_SERVICE, str(path.resolve()), passphrase)
-        return True
-    except Exception:
-        return False
-
-
-def _tty_prompt(text: str) -> str:
-    return getpass.getpass(text)
+    return _keyring(path, passphrase) is not None
 
 
 def get_passphrase(
@@ -86,13 +78,13 @@ def get_passphrase(
     env = os.environ if environ is None else environ
     if env.get(PASSPHRASE_ENV):
         return env[PASSPHRASE_ENV]
-    stored = _keyring_get(path)
+    stored = _keyring(path)
     if stored:
         return stored
     if interactive is None:
         interactive = sys.stdin.isatty()
     if interactive or prompt is not None:
-        return (prompt or _tty_prompt)(f"Passphrase for {path}: ")
+        return (prompt or getpass.getpass)(f"Passphrase for {path}: ")
     raise PassphraseUnavailable(
         f"the keystore {path} needs a passphrase: run in a terminal, set {PASSPHRASE_ENV}, "
         "or store it in the OS keyring with `keyplane keys add --remember`"

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import time
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,12 @@ from typing import Any
 import typer
 
 from keyplane.apps.bot.grid import GridConfig, GridState
-from keyplane.apps.bot.runner import EXIT_REFUSED, ON_STOP, Refused, Runner, cancel_orders, preflight
+from keyplane.apps.bot.runner import EXIT_REFUSED, ON_STOP, Refused, Runner, cancel_orders, preflight, save_state
 from keyplane.apps.bot.venues import CcxtVenue, PaperVenue
 from keyplane.apps.common import data_file, fail, handled, out, profile_store, setup_logging, warn
 from keyplane.client import redact
+from keyplane.client.ccxt_errors import translate
 from keyplane.client.ccxt_factory import ccxt_exchange
-from keyplane.client.keystore import atomic_write
 from keyplane.client.profile import Profile
 
 app = typer.Typer(help="Trading bots that run on a trade-only key.", no_args_is_help=True)
@@ -42,8 +43,6 @@ def _symbol(exchange: Any, symbol: str) -> str:
     try:
         exchange.load_markets()
     except Exception as e:
-        from keyplane.client.ccxt_errors import translate
-
         raise translate(e, exchange) from None
     market = exchange.markets_by_id.get(symbol.upper())
     if not market:
@@ -106,9 +105,9 @@ def grid(
         exchange = ccxt_exchange(prof)
         where = _account(prof)
     ccxt_symbol = _symbol(exchange, symbol)
-    config = GridConfig(ccxt_symbol, config.lower, config.upper, config.levels, config.quote_per_level, where)
+    config = replace(config, symbol=ccxt_symbol, account=where)
     if dry_run:
-        venue: CcxtVenue | PaperVenue = PaperVenue(exchange, ccxt_symbol)
+        venue: CcxtVenue = PaperVenue(exchange, ccxt_symbol)
     else:
         venue = CcxtVenue(exchange, ccxt_symbol)
         try:
@@ -175,7 +174,7 @@ def cancel(
         out.print(f"grid {grid.grid_id}: no open orders in {state}")
         return
     if grid.dry_run:
-        venue: CcxtVenue | PaperVenue = _Paper(doc.get("paper_orders") or {})
+        venue: CcxtVenue = _Paper(doc.get("paper_orders") or {})
     else:
         name = profile or doc.get("profile")
         if not name:
@@ -187,13 +186,7 @@ def cancel(
         filt.add_secret(prof.signing_secret)
         venue = CcxtVenue(ccxt_exchange(prof), grid.symbol)
 
-    def save() -> None:
-        doc["state"] = grid.to_json()
-        if isinstance(venue, PaperVenue):
-            doc["paper_orders"] = venue.orders
-        atomic_write(state, json.dumps(doc, indent=1).encode())
-
-    canceled = cancel_orders(grid, venue, save)
+    canceled = cancel_orders(grid, venue, lambda: save_state(state, doc, grid, venue))
     out.print(f"grid {grid.grid_id}: canceled {canceled} open order(s) on {grid.symbol}; state in {state}")
 
 

@@ -49,15 +49,15 @@ class GridConfig:
 
     @property
     def grid_id(self) -> str:
-        if not self.account:
-            return self.legacy_grid_id
-        doc = json.dumps({k: str(v) for k, v in asdict(self).items()}, sort_keys=True)
-        return hashlib.sha256(doc.encode()).hexdigest()[:8]
+        return self._hash(with_account=bool(self.account))
 
     @property
     def legacy_grid_id(self) -> str:
         """The id an earlier keyplane gave this grid, from its parameters alone (no account)."""
-        params = {k: str(v) for k, v in asdict(self).items() if k != "account"}
+        return self._hash(with_account=False)
+
+    def _hash(self, *, with_account: bool) -> str:
+        params = {k: str(v) for k, v in asdict(self).items() if with_account or k != "account"}
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
 
     def prices(self) -> list[Decimal]:
@@ -106,8 +106,8 @@ class GridState:
 
 
 def release(level: Level) -> None:
-    """Mark ``level`` empty after its order was canceled (its generation stays, so the next order
-    there gets a new id)."""
+    """Mark ``level`` empty once its order is filled or canceled (its generation stays, so the next
+    order there gets a new id)."""
     level.status, level.side, level.order_id = "idle", None, None
 
 
@@ -134,7 +134,7 @@ def assign(level: Level, side: Side, grid_id: str) -> Level:
 def after_fill(state: GridState, filled: Level) -> Level | None:
     """Mark ``filled`` empty and return the level that gets the opposite order, if it is free."""
     side = filled.side
-    filled.status, filled.side, filled.order_id = "idle", None, None
+    release(filled)
     state.fills += 1
     target = filled.index + 1 if side == "buy" else filled.index - 1
     if not 0 <= target < len(state.levels):

@@ -119,16 +119,9 @@ class Runner:
         return state
 
     def save(self) -> None:
-        if self.state is None:
-            return
-        doc: dict[str, Any] = {
-            "config": {k: str(v) for k, v in vars(self.config).items()},
-            "profile": self.profile,
-            "state": self.state.to_json(),
-        }
-        if isinstance(self.venue, PaperVenue):
-            doc["paper_orders"] = self.venue.orders
-        atomic_write(self.state_path, json.dumps(doc, indent=1).encode())
+        if self.state is not None:
+            doc = {"config": {k: str(v) for k, v in vars(self.config).items()}, "profile": self.profile}
+            save_state(self.state_path, doc, self.state, self.venue)
 
     # ---- orders --------------------------------------------------------------------------------
 
@@ -287,6 +280,14 @@ class Runner:
         log.warning("%s: waiting %.1f s", why, wait)
         self.save()
         self.sleep(wait)
+
+
+def save_state(path: Path, doc: dict[str, Any], state: GridState, venue: Venue) -> None:
+    """Write the state file: ``doc`` with ``state`` and, on paper, the paper orders."""
+    doc["state"] = state.to_json()
+    if isinstance(venue, PaperVenue):
+        doc["paper_orders"] = venue.orders
+    atomic_write(path, json.dumps(doc, indent=1).encode())
 
 
 def cancel_orders(state: GridState, venue: Venue, save: Callable[[], None]) -> int:

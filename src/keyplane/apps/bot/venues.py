@@ -60,17 +60,20 @@ class CcxtVenue:
         result: dict[str, Any] = self._call(self.ex.sapi_get_account_apirestrictions)
         return result
 
-    def market_price(self) -> Decimal:
+    def best_bid_ask(self) -> tuple[Decimal | None, Decimal | None]:
         book = self._call(self.ex.fetch_order_book, self.symbol, 5)
-        bid = book["bids"][0][0] if book["bids"] else None
-        ask = book["asks"][0][0] if book["asks"] else None
+        bid, ask = (Decimal(repr(book[side][0][0])) if book[side] else None for side in ("bids", "asks"))
+        return bid, ask
+
+    def market_price(self) -> Decimal:
+        bid, ask = self.best_bid_ask()
         if bid is None or ask is None:
             ticker = self._call(self.ex.fetch_ticker, self.symbol)
             last = ticker.get("last") or ticker.get("close")
             if last is None:
                 raise ClientError(f"{self.symbol} has no price yet (empty book, no trades)")
             return Decimal(repr(last))
-        return (Decimal(repr(bid)) + Decimal(repr(ask))) / 2
+        return (bid + ask) / 2
 
     def round_price(self, price: Decimal) -> Decimal:
         return Decimal(self.ex.price_to_precision(self.symbol, float(price)))
@@ -103,23 +106,15 @@ class CcxtVenue:
         self._call(self.ex.cancel_order, "", self.symbol, {"origClientOrderId": cid})
 
 
-class PaperVenue:
+class PaperVenue(CcxtVenue):
     """Simulated orders on a real book: a buy fills once the best ask is at or below its price, a
-    sell once the best bid is at or above it. Public market data only: no key."""
+    sell once the best bid is at or above it. Public market data only: no key. Prices and amounts
+    are read and rounded as on the live venue; orders never reach it."""
 
     def __init__(self, exchange: Any, symbol: str, orders: dict[str, dict[str, str]] | None = None) -> None:
-        self.live = CcxtVenue(exchange, symbol)
+        super().__init__(exchange, symbol)
         self.orders: dict[str, dict[str, str]] = orders if orders is not None else {}
         self._seq = len(self.orders)
-
-    def market_price(self) -> Decimal:
-        return self.live.market_price()
-
-    def round_price(self, price: Decimal) -> Decimal:
-        return self.live.round_price(price)
-
-    def round_amount(self, amount: Decimal) -> Decimal:
-        return self.live.round_amount(amount)
 
     def place(self, side: str, price: Decimal, amount: Decimal, cid: str) -> str:
         if cid in self.orders:
@@ -129,9 +124,7 @@ class PaperVenue:
         return self.orders[cid]["id"]
 
     def _match(self) -> None:
-        book = self.live._call(self.live.ex.fetch_order_book, self.live.symbol, 5)
-        bid = Decimal(repr(book["bids"][0][0])) if book["bids"] else None
-        ask = Decimal(repr(book["asks"][0][0])) if book["asks"] else None
+        bid, ask = self.best_bid_ask()
         for o in self.orders.values():
             if o["status"] != "open":
                 continue

@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
+from contextlib import closing, suppress
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from keyplane.apps.common import data_file, err, fail, handled, out, profile_store, warn
+from keyplane.apps.common import chosen_profiles, data_file, err, fail, handled, out, warn
 from keyplane.apps.portfolio import chart
 from keyplane.apps.portfolio.tracker import Snapshot, SnapshotStore, snapshot
 from keyplane.client.ccxt_factory import ccxt_exchange
-from keyplane.client.profile import Profile
 
 app = typer.Typer(help="Balances across every profile, valued in one currency.", invoke_without_command=True)
 
 EXIT_PROFILE_FAILED = 1
 QuoteOpt = typer.Option("USDT", "--quote", help="Currency to value everything in.")
+ENV_HINT = " or KEYPLANE_PROFILE_<NAME>_API_KEY"  # a tracker may run unattended, on profiles from the environment
 ProfilesOpt = typer.Option(None, "--profile", "-p", help="Only these profiles (repeatable; default: all).")
 
 
 def _db() -> SnapshotStore:
     return SnapshotStore(data_file("portfolio.sqlite"))
-
-
-def _profiles(names: list[str] | None) -> list[Profile]:
-    store = profile_store()
-    chosen = [store.get(n) for n in names] if names else store.all()
-    if not chosen:
-        fail("no profiles: add one with `keyplane keys add` or KEYPLANE_PROFILE_<NAME>_API_KEY")
-    return chosen
 
 
 def show(snap: Snapshot) -> None:
@@ -56,14 +49,11 @@ def portfolio(ctx: typer.Context, quote: str = QuoteOpt, profile: list[str] = Pr
     not stored (its total would show as a fall in the history) and the exit code is 1."""
     if ctx.invoked_subcommand is not None:
         return
-    profiles = _profiles(profile)
+    profiles = chosen_profiles(profile, hint=ENV_HINT)
     snap = snapshot(profiles, ccxt_exchange, quote.upper())
     if not snap.failures:
-        db = _db()
-        try:
+        with closing(_db()) as db:
             db.save(snap)
-        finally:
-            db.close()
     if len(snap.failures) < len(profiles):
         show(snap)
     for f in snap.failures:
@@ -83,11 +73,8 @@ def chart_cmd(out_file: Path = typer.Option(..., "--out", help="FILE.png or FILE
     """Draw value over time and the current allocation from the stored snapshots."""
     if out_file.suffix.lower() not in (".png", ".svg"):
         fail("--out must end in .png or .svg")
-    db = _db()
-    try:
+    with closing(_db()) as db:
         history, latest = db.history(quote), db.latest(quote)
-    finally:
-        db.close()
     if not history:
         fail("no snapshots yet: run `keyplane portfolio` first")
     chart.write(out_file, history, latest)
@@ -105,14 +92,9 @@ def serve(
     """Show the portfolio on a local web page; its Refresh button takes a new snapshot."""
     from keyplane.apps.portfolio.web import make_server
 
-    profiles = _profiles(profile)  # resolve now, so a passphrase prompt happens before serving
+    profiles = chosen_profiles(profile, hint=ENV_HINT)  # resolve now, so a passphrase prompt happens before serving
     db = _db()
     server = make_server(db, quote.upper(), lambda: snapshot(profiles, ccxt_exchange, quote.upper()), host, port)
     out.print(f"portfolio on http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")
-    try:
+    with closing(db), server, suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        db.close()

@@ -134,11 +134,10 @@ def holdings_for(profile: Profile, exchange: Any, quote: str) -> tuple[list[Hold
         for asset, value in (balance.get("total") or {}).items():
             if value:
                 amounts[asset] = _dec(value) or ZERO
-    symbols = [s for s in (f"{a}/{quote}" for a in amounts) if s in exchange.markets]
-    symbols += [s for s in (f"{quote}/{a}" for a in amounts) if s in exchange.markets]
-    symbols += [s for s in (f"{a}/USDT" for a in amounts) if s in exchange.markets]
-    if quote != "USDT" and f"USDT/{quote}" in exchange.markets:
-        symbols.append(f"USDT/{quote}")
+    pairs = [*((a, quote) for a in amounts), *((quote, a) for a in amounts), *((a, "USDT") for a in amounts)]
+    if quote != "USDT":
+        pairs.append(("USDT", quote))
+    symbols = [s for s in (f"{b}/{q}" for b, q in pairs) if s in exchange.markets]
     tickers: dict[str, Any] = {}
     try:
         for symbol in dict.fromkeys(symbols):
@@ -206,7 +205,7 @@ class SnapshotStore:
         if snap.failures:
             raise ValueError("an incomplete snapshot is not stored")
         self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db:  # commits, or rolls back on an exception
             cur = self._db.execute(
                 "INSERT INTO snapshots (ts, quote, total) VALUES (?,?,?)", (snap.ts, snap.quote, str(snap.total))
             )
@@ -215,10 +214,6 @@ class SnapshotStore:
                 "INSERT INTO holdings VALUES (?,?,?,?,?,?,?)",
                 [(sid, h.profile, h.exchange, h.asset, str(h.amount), _s(h.price), _s(h.value)) for h in snap.holdings],
             )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return sid
 
     def history(self, quote: str) -> list[tuple[int, Decimal]]:

@@ -8,9 +8,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keyplane.apps.common import data_file, err, fail, handled, out, profile_store, warn
+from keyplane.apps.common import chosen_profiles, data_file, err, fail, handled, out, warn
 from keyplane.apps.tax import csvimport, report, reporter
-from keyplane.apps.tax.engine import TaxError
+from keyplane.apps.tax.engine import TaxError, check_method
 from keyplane.apps.tax.ledger import Ledger
 from keyplane.apps.tax.pools import METHODS
 from keyplane.apps.tax.sync import Syncer
@@ -41,41 +41,37 @@ def sync(
         since_ms = csvimport.parse_date(since)
     except ValueError as e:
         fail(f"--since: {e}")
-    store = profile_store()
-    chosen = [store.get(n) for n in profile] if profile else store.all()
-    if not chosen:
-        fail("no profiles: add one with `keyplane keys add`")
+    chosen = chosen_profiles(profile)
     wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] or None
-    ledger = _ledger(ledger_path)
     summaries: list[str] = []
     failed: list[str] = []
-    try:
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-        ) as bar:
-            for p in chosen:
-                task = bar.add_task(p.name, total=None)
-                try:
-                    syncer = Syncer(
-                        ledger, p.name, ccxt_exchange(p, enableRateLimit=True), since_ms=since_ms, symbols=wanted
-                    )
-                    _sync_one(syncer, bar, task)
-                except (ClientError, TaxError) as e:
-                    failed.append(p.name)
-                    bar.update(task, description=f"{p.name} failed")
-                    # Through the progress bar's console: the line goes above the bars, not into them.
-                    bar.console.print(f"[bold red]error:[/] {p.name}: {e}", highlight=False, soft_wrap=True)
-                    continue
-                s = syncer.stats
-                summaries.append(
-                    f"{p.name}: {s.trades} new trade(s), {s.deposits} deposit(s), "
-                    f"{s.withdrawals} withdrawal(s) ({s.requests} requests)"
-                )
-    finally:
-        # After the bars are gone, so no summary line lands in the middle of one.
-        for line in summaries:
-            out.print(line, highlight=False, soft_wrap=True)
+    with _ledger(ledger_path) as ledger:
         try:
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+            ) as bar:
+                for p in chosen:
+                    task = bar.add_task(p.name, total=None)
+                    try:
+                        syncer = Syncer(
+                            ledger, p.name, ccxt_exchange(p, enableRateLimit=True), since_ms=since_ms, symbols=wanted
+                        )
+                        _sync_one(syncer, bar, task)
+                    except (ClientError, TaxError) as e:
+                        failed.append(p.name)
+                        bar.update(task, description=f"{p.name} failed")
+                        # Through the progress bar's console: the line goes above the bars, not into them.
+                        bar.console.print(f"[bold red]error:[/] {p.name}: {e}", highlight=False, soft_wrap=True)
+                        continue
+                    s = syncer.stats
+                    summaries.append(
+                        f"{p.name}: {s.trades} new trade(s), {s.deposits} deposit(s), "
+                        f"{s.withdrawals} withdrawal(s) ({s.requests} requests)"
+                    )
+        finally:
+            # After the bars are gone, so no summary line lands in the middle of one.
+            for line in summaries:
+                out.print(line, highlight=False, soft_wrap=True)
             counts = ledger.counts()
             out.print(
                 f"ledger: {counts['trades']} trades, {counts['deposits']} deposits, "
@@ -83,8 +79,6 @@ def sync(
                 highlight=False,
                 soft_wrap=True,
             )
-        finally:
-            ledger.close()
     if failed:
         raise typer.Exit(1)
 
@@ -95,10 +89,7 @@ def _sync_one(syncer: Syncer, bar: Progress, task: TaskID) -> None:
     bar.update(task, total=len(streams))
     for stream in streams:
         bar.update(task, description=f"{name} {stream}")
-        if stream.startswith("trades:"):
-            syncer.sync_trades(stream.split(":", 1)[1])
-        else:
-            syncer.sync_transfers(stream)
+        syncer.sync(stream)
         bar.advance(task)
     bar.update(task, description=f"{name} done")
 
@@ -115,11 +106,8 @@ def import_(
     if fmt != "csv":
         fail(f"unknown format {fmt!r}: only csv is supported")
     trades = csvimport.read(file, account or f"csv:{file.stem}")
-    ledger = _ledger(ledger_path)
-    try:
+    with _ledger(ledger_path) as ledger:
         added = ledger.add_trades(trades)
-    finally:
-        ledger.close()
     out.print(f"imported {added} new trade(s) of {len(trades)} row(s) from {file}")
 
 
@@ -135,8 +123,7 @@ def report_cmd(
 ) -> None:
     """Compute realised gains and write one row per disposal plus a summary per asset."""
     method = method.lower()
-    if method not in METHODS:
-        fail(f"unknown tax method {method!r} (use one of: {', '.join(METHODS)})")
+    check_method(method)
     ledger_path = ledger_path or data_file("ledger.sqlite")
     if not ledger_path.is_file():
         fail(f"no ledger at {ledger_path}: fill it with 'keyplane tax sync' or 'keyplane tax import' first")

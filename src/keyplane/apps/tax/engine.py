@@ -40,7 +40,7 @@ from decimal import Decimal, localcontext
 from keyplane.apps.money import CONTEXT
 from keyplane.apps.tax.figures import text
 from keyplane.apps.tax.pools import EXACT, POOLS, Lot, Number, Piece, Pool, rnd, share
-from keyplane.apps.tax.prices import NeedsPrices, Resolved, Row, TransferRow, valuation
+from keyplane.apps.tax.prices import NeedsPrices, Resolved, Row, TransferRow, sides, valuation
 
 DAY_MS = 86_400_000
 MATCH_WINDOW_MS = 7 * DAY_MS
@@ -192,10 +192,7 @@ class Engine:
         q = self.quote
         found = None if self.resolved is None else self.resolved.values.get(t.key)
         value, fee_value = valuation(t, q, None) if found is None else found
-        if t.side == "buy":
-            give, give_amt, get, get_amt = t.quote, t.cost, t.base, t.amount
-        else:
-            give, give_amt, get, get_amt = t.base, t.amount, t.quote, t.cost
+        give, give_amt, get, get_amt = sides(t)
         fee, fa = t.fee, t.fee_asset
         proceeds: Number = value
         cost: Number = value

@@ -42,10 +42,7 @@ def to_int(d: Decimal, scale: int) -> int | None:
 
 def to_decimal(n: int, scale: int) -> Decimal:
     """A scaled integer as the exact ``Decimal`` it stands for, without trailing zeros."""
-    q, r = divmod(abs(n), 10**scale)
-    if not r:
-        return Decimal(-q if n < 0 else q)
-    return Decimal(f"{'-' if n < 0 else ''}{q}.{r:0{scale}d}".rstrip("0"))
+    return Decimal(text(n, scale))
 
 
 def text(n: int, scale: int) -> str:

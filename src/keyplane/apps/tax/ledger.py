@@ -124,18 +124,19 @@ class Ledger:
             )
             for t in trades
         ]
-        with self.transaction():
-            before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO trades VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            return self._db.total_changes - before
+        return self._insert("INSERT OR IGNORE INTO trades VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def add_transfers(self, transfers: Iterable[Transfer]) -> int:
+        """Insert transfers not yet stored; returns how many were new."""
         rows = [
             (t.source, t.kind, t.id, t.ts, t.asset, store(t.amount), store(t.fee), t.txid, t.address) for t in transfers
         ]
+        return self._insert("INSERT OR IGNORE INTO transfers VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         with self.transaction():
             before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO transfers VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany(sql, rows)
             return self._db.total_changes - before
 
     def cursor(self, source: str, stream: str) -> int | None:
@@ -170,13 +171,8 @@ class Ledger:
         """Raise ``TaxError`` unless some trade is in ``quote`` (as its base or its quote): values
         come only from the ledger's own prices, so in a currency that was never traded (a fiat
         currency on a crypto exchange) every disposal would be worth 0. An empty ledger passes."""
-        if self._db.execute("SELECT 1 FROM trades LIMIT 1").fetchone() is None:
-            return
-        q = "SELECT 1 FROM trades WHERE quote = ? LIMIT 1"
-        if (
-            self._db.execute(q, (quote,)).fetchone()
-            or self._db.execute(q.replace("quote =", "base ="), (quote,)).fetchone()
-        ):
+        one = "SELECT NOT EXISTS (SELECT 1 FROM trades) OR EXISTS (SELECT 1 FROM trades WHERE ? IN (quote, base))"
+        if self._db.execute(one, (quote,)).fetchone()[0]:
             return
         quotes = [
             r[0] for r in self._db.execute("SELECT quote FROM trades GROUP BY quote ORDER BY count(*) DESC LIMIT 5")
@@ -302,8 +298,12 @@ class Ledger:
         return [(order.key(ts, p, rowid), *rest) for ts, p, rowid, *rest in cur]
 
     def counts(self) -> dict[str, int]:
-        out = {"trades": int(self._db.execute("SELECT count(*) FROM trades").fetchone()[0])}
-        for kind in ("deposit", "withdrawal"):
-            n = self._db.execute("SELECT count(*) FROM transfers WHERE kind=?", (kind,)).fetchone()[0]
-            out[kind + "s"] = int(n)
+        out = {
+            "trades": int(self._db.execute("SELECT count(*) FROM trades").fetchone()[0]),
+            "deposits": 0,
+            "withdrawals": 0,
+        }
+        out.update(
+            (kind + "s", int(n)) for kind, n in self._db.execute("SELECT kind, count(*) FROM transfers GROUP BY kind")
+        )
         return out

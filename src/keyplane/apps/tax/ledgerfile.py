@@ -113,27 +113,29 @@ def _migrate_from_text(db: sqlite3.Connection) -> None:
     """Format 0 stored every amount as decimal text: copy the rows into the current tables,
     amounts converted by ``store``, in their order (rowid breaks ties between equal times)."""
     db.create_function("kp_store", 1, _migrate_text, deterministic=True)
-    _run_script(db, TABLES.format(trades="trades_new", transfers="transfers_new"))
-    db.execute(
-        "INSERT INTO trades_new SELECT source, id, ts, base, quote, side, kp_store(amount), kp_store(cost), "
-        "kp_store(fee), fee_asset, kp_store(fee_value), order_id FROM trades ORDER BY rowid"
+    _rebuild(
+        db,
+        trades="source, id, ts, base, quote, side, kp_store(amount), kp_store(cost), kp_store(fee), fee_asset, "
+        "kp_store(fee_value), order_id",
+        transfers="source, kind, id, ts, asset, kp_store(amount), kp_store(fee), txid, address",
     )
-    db.execute(
-        "INSERT INTO transfers_new SELECT source, kind, id, ts, asset, kp_store(amount), kp_store(fee), "
-        "txid, address FROM transfers ORDER BY rowid"
-    )
-    for table in ("trades", "transfers"):
-        db.execute(f"DROP TABLE {table}")
-        db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
 
 
 def _rekey_trades(db: sqlite3.Connection) -> None:
     """Format 1 keyed trades by (source, id): copy them into a table keyed by (source, base,
     quote, id), in their order, amounts as they are."""
-    _run_script(db, TABLES.format(trades="trades_new", transfers="transfers"))
-    db.execute("INSERT INTO trades_new SELECT * FROM trades ORDER BY rowid")
-    db.execute("DROP TABLE trades")
-    db.execute("ALTER TABLE trades_new RENAME TO trades")
+    _rebuild(db, trades="*")
+
+
+def _rebuild(db: sqlite3.Connection, **columns: str) -> None:
+    """Copy each table named (``trades``, ``transfers``) into a new one of the current format, in
+    its order, the new table's columns from the ``columns`` given, and put it in the old one's place."""
+    names = {table: f"{table}_new" if table in columns else table for table in ("trades", "transfers")}
+    _run_script(db, TABLES.format(**names))
+    for table, select in columns.items():
+        db.execute(f"INSERT INTO {table}_new SELECT {select} FROM {table} ORDER BY rowid")
+        db.execute(f"DROP TABLE {table}")
+        db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
 
 
 def _reset_trade_cursors(db: sqlite3.Connection) -> None:

@@ -35,10 +35,6 @@ class Trade(NamedTuple):
     fee_value: Decimal | None = None
     order_id: str | None = None
 
-    @property
-    def price(self) -> Decimal:
-        return self.cost / self.amount if self.amount else ZERO
-
 
 class Transfer(NamedTuple):
     source: str

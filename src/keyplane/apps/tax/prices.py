@@ -82,6 +82,13 @@ def value_of(prices: dict[str, Price] | None, quote: str, asset: str, amount: Nu
     return Decimal(amount) * value / units
 
 
+def sides(t: Row) -> tuple[str, int, str, int]:
+    """``(asset given, amount given, asset received, amount received)`` of a trade."""
+    if t.side == "buy":
+        return t.quote, t.cost, t.base, t.amount
+    return t.base, t.amount, t.quote, t.cost
+
+
 def valuation(t: Row, quote: str, prices: dict[str, Price] | None, warn: Warn | None = None) -> tuple[Number, Number]:
     """``(value, fee value)`` of the trade in ``quote``; with ``prices`` None, raises
     ``NeedsPrices`` if they need a price. Warns of what no price values (counted as 0)."""
@@ -100,10 +107,7 @@ def valuation(t: Row, quote: str, prices: dict[str, Price] | None, warn: Warn | 
                 warn(f"{t.ref}: no {q} price for {t.base} or {t.quote}; valued at 0")
             found = 0
         value = found
-    if t.side == "buy":
-        give, give_amt, get, get_amt = t.quote, t.cost, t.base, t.amount
-    else:
-        give, give_amt, get, get_amt = t.base, t.amount, t.quote, t.cost
+    give, give_amt, get, get_amt = sides(t)
     fee, fa = t.fee, t.fee_asset
     if not (fee and fa):
         return value, 0

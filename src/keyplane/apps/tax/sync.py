@@ -157,14 +157,17 @@ class Syncer:
         return self.stats.streams
 
     def run(self) -> SyncStats:
-        streams = self.stats.streams or self.plan()
-        for stream in streams:
+        for stream in self.stats.streams or self.plan():
             self.progress(f"{self.account} {stream}")
-            if stream.startswith("trades:"):
-                self.sync_trades(stream.split(":", 1)[1])
-            else:
-                self.sync_transfers(stream)
+            self.sync(stream)
         return self.stats
+
+    def sync(self, stream: str) -> None:
+        """Sync one stream of ``plan``."""
+        if stream.startswith("trades:"):
+            self.sync_trades(stream.split(":", 1)[1])
+        else:
+            self.sync_transfers(stream)
 
     @property
     def _binance_like(self) -> bool:
@@ -251,12 +254,8 @@ class Syncer:
                 if x.get("status") not in ("ok", None, "failed", "canceled") and x.get("timestamp"):
                     pending = min(pending or x["timestamp"], int(x["timestamp"]))
             rows = [to_transfer(self.account, kind[:-1], x) for x in done]
-            with self.ledger.transaction():
-                added = self.ledger.add_transfers(rows)
-                if kind == "deposits":
-                    self.stats.deposits += added
-                else:
-                    self.stats.withdrawals += added
+            added = self.ledger.add_transfers(rows)
+            setattr(self.stats, kind, getattr(self.stats, kind) + added)  # deposits or withdrawals
             if len(page) < self.limit:
                 return pending
             if self._binance_like:
