@@ -20,6 +20,7 @@ from keyplane.accounts.stepup import StepUp
 from keyplane.api.app import create_app
 from keyplane.keys.models import ApiKey
 from keyplane.services import Services, build_services
+from kptest.backends import db_scope
 from kptest.clients import ccxt_binance, ed25519_keypair, hmac_sign, now_ms, signed_get
 from kptest.console import ConsoleClient, new_email, rewind_in
 from kptest.server import ThreadServer, start_in_thread
@@ -27,7 +28,7 @@ from kptest.server import ThreadServer, start_in_thread
 DRIFT = 10  # lets one test spend several fresh codes without waiting for the clock
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def acct(make_settings) -> Iterator[tuple[ThreadServer, Services]]:
     settings = make_settings(totp_drift_steps=DRIFT)
     services = build_services(settings)

@@ -10,26 +10,28 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from kptest.backends import Backend
+from keyplane.settings import Settings
 from kptest.clients import ed25519_keypair, ed25519_sign, now_ms, signed_get
 from kptest.server import start_process
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, kp_backend: Backend, master_keys: str) -> dict[str, str]:
+def cli_env(tmp_path: Path, make_settings: Callable[..., Settings], master_keys: str) -> dict[str, str]:
     env = {
         "KEYPLANE_DATA_DIR": str(tmp_path / "data"),
         "KEYPLANE_KEY_CACHE_POLL_S": "0.1",
         # Polling for a change refuses a few requests from 127.0.0.1 first: never a lockout (as in conftest).
         "KEYPLANE_LOCKOUT_FAILURES": "1000000",
     }
-    if kp_backend.database_url:
-        env["KEYPLANE_DATABASE_URL"] = kp_backend.database_url
+    url = make_settings().database_url  # PostgreSQL: a database of this test's own
+    if url:
+        env["KEYPLANE_DATABASE_URL"] = url
         env["KEYPLANE_MASTER_KEYS"] = master_keys
     return env
 
@@ -214,15 +216,9 @@ def test_duplicate_and_bad_users(cli_env):
     assert short.returncode == 2 and "at least" in short.stderr
 
 
-def test_rotate_master_key_reencrypts_every_secret(cli_env, tmp_path, kp_backend):
-    if kp_backend.database_url:
-        # Rotation re-encrypts every secret in the database: give it a database of its own.
-        from kptest.backends import postgres_database
-
-        with postgres_database() as url:
-            _rotate_master_key({**cli_env, "KEYPLANE_DATABASE_URL": url}, tmp_path, postgres=True)
-    else:
-        _rotate_master_key(cli_env, tmp_path, postgres=False)
+def test_rotate_master_key_reencrypts_every_secret(cli_env, tmp_path):
+    # Rotation re-encrypts every secret in the database: cli_env's is this test's own on either backend.
+    _rotate_master_key(cli_env, tmp_path, postgres="KEYPLANE_DATABASE_URL" in cli_env)
 
 
 def _rotate_master_key(cli_env, tmp_path, *, postgres: bool):

@@ -12,13 +12,14 @@ import pytest
 
 from keyplane.accounts.stepup import StepUp
 from keyplane.errors import KeyplaneError
+from kptest.backends import db_scope
 from kptest.clients import signed_get
 from kptest.console import ConsoleClient
 
 DRIFT = 10  # codes from up to 10 steps ahead: a test needs no wait for a fresh code
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def own(make_settings):
     from kptest.native import own_server
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from keyplane.accounts.stepup import StepUp
+from kptest.backends import db_scope
 from kptest.clients import ed25519_keypair, ed25519_sign, hmac_sign, now_ms
 from kptest.exchange import ExchangeServer, exchange_server
 
@@ -64,13 +65,13 @@ RAW = [
 HOSTILE_TIMESTAMPS = ["", "%D9%A1%D9%A2", "1e12", "1" * 40, "-1", "0", "99999999999999999999", " 1", "1.0", "+1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def xs(make_settings) -> Iterator[ExchangeServer]:
     with exchange_server(make_settings(rate_limit_per_key="1000000/minute")) as srv:
         yield srv
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def keys(xs) -> list[dict[str, Any]]:
     svc = xs.services
     user = svc.accounts.create_user(f"atk-fuzz-{secrets.token_hex(4)}@example.com", "correct horse battery staple")

@@ -217,15 +217,13 @@ def test_scope_missing_then_granted_is_accepted_once(server, services, make_key)
 
 
 def test_two_nodes_share_the_replay_guard(make_settings, kp_backend):
-    if not kp_backend.redis_url:
+    if not kp_backend.postgres:
         pytest.skip("several nodes need Redis (postgres backend)")
     prefix = unique_prefix()
     with (
         own_server(make_settings, redis_prefix=prefix) as (a, svc),
-        own_server(make_settings, redis_prefix=prefix) as (
-            b,
-            _,
-        ),
+        # Node B on node A's database (every make_settings() call has a database of its own).
+        own_server(make_settings, redis_prefix=prefix, database_url=svc.settings.database_url) as (b, _),
     ):
         owner = svc.accounts.create_user(f"nodes-{secrets.token_hex(4)}@example.com", "a long enough password")
         k = svc.keys.create(owner.id, scopes=("read", "trade"), step_up=StepUp.operator())

@@ -28,7 +28,7 @@ def audited(tmp_path: Path, kp_backend: Backend, master_keys: str) -> Iterator[t
     """A fresh database with a few audit events, and the env that points the CLI at it."""
     with contextlib.ExitStack() as stack:
         env = {"KEYPLANE_DATA_DIR": str(tmp_path / "data")}
-        if kp_backend.database_url:
+        if kp_backend.postgres:
             env["KEYPLANE_DATABASE_URL"] = stack.enter_context(postgres_database())
             env["KEYPLANE_MASTER_KEYS"] = master_keys
         settings = Settings(

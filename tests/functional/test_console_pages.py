@@ -15,6 +15,7 @@ from keyplane.accounts.models import AccountSession
 from keyplane.api.app import create_app
 from keyplane.keys.models import ApiKey
 from keyplane.services import Services, build_services
+from kptest.backends import db_scope
 from kptest.clients import ed25519_keypair
 from kptest.console import PASSWORD, ConsoleClient, csrf_in, new_email
 from kptest.server import ThreadServer, start_in_thread
@@ -22,7 +23,7 @@ from kptest.server import ThreadServer, start_in_thread
 DRIFT = 10
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def site(make_settings) -> Iterator[tuple[ThreadServer, Services]]:
     settings = make_settings(totp_drift_steps=DRIFT)
     services = build_services(settings)

@@ -32,16 +32,17 @@ ORDERS_PER_CLIENT = 40
 
 
 def test_crossing_orders_through_two_processes(tmp_path: Path, kp_backend: Backend, master_keys, make_settings):
-    if kp_backend.database_url is None:
+    if not kp_backend.postgres:
         pytest.skip("two server processes on one database need the postgres backend")
+    settings = make_settings()  # this test's database and Redis prefix, shared by both processes
     env = {
         **LIMITS,
-        "KEYPLANE_DATABASE_URL": kp_backend.database_url,
+        "KEYPLANE_DATABASE_URL": settings.database_url,
         "KEYPLANE_REDIS_URL": kp_backend.redis_url or "",
-        "KEYPLANE_REDIS_PREFIX": kp_backend.redis_prefix + "conc:",
+        "KEYPLANE_REDIS_PREFIX": settings.redis_prefix,
         "KEYPLANE_MASTER_KEYS": master_keys,
     }
-    svc = build_services(make_settings())
+    svc = build_services(settings)
     ex = svc.exchange
     clear_books(svc)
     accounts = []

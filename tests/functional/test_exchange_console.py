@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from keyplane.accounts.stepup import StepUp
+from kptest.backends import db_scope
 from kptest.console import ConsoleClient, csrf_in
 from kptest.exchange import ExchangeServer, check_invariants, exchange_server, signed_request
 
@@ -17,7 +18,7 @@ ETH_ADDR = "0x" + "ef" * 20
 OTHER_ADDR = "0x" + "12" * 20
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def xs(make_settings) -> Iterator[ExchangeServer]:
     with exchange_server(make_settings(demo=True, totp_drift_steps=10, withdraw_step_s=0.1)) as srv:
         yield srv

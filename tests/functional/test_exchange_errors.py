@@ -10,12 +10,13 @@ import pytest
 from sqlalchemy import text
 
 from keyplane.accounts.stepup import StepUp
+from kptest.backends import db_scope
 from kptest.exchange import ExchangeServer, check_invariants, clear_books, exchange_server, signed_request
 
 ETH_ADDR = "0x" + "cd" * 20
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def xs(make_settings) -> Iterator[ExchangeServer]:
     with exchange_server(make_settings(withdraw_step_s=0.1)) as srv:
         yield srv

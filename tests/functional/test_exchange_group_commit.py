@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import text
 
 from keyplane.accounts.stepup import StepUp
+from kptest.backends import db_scope
 from kptest.exchange import ExchangeServer, check_invariants, clear_books, exchange_server, signed_request
 
 THREADS = 16
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def xs(make_settings) -> Iterator[ExchangeServer]:
     with exchange_server(make_settings(rate_limit_per_key="100000/minute", rate_limit_per_ip="100000/minute")) as srv:
         yield srv

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from keyplane.accounts.stepup import StepUp
+from kptest.backends import db_scope
 from kptest.clients import ed25519_keypair, ed25519_sign, hmac_sign, now_ms
 from kptest.exchange import ExchangeServer, clear_books, exchange_server
 
@@ -88,14 +89,14 @@ def _params(names: list[str]) -> st.SearchStrategy[dict[str, str]]:
     return st.fixed_dictionaries({}, optional={n: _value(n) for n in names})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def xs(make_settings) -> Iterator[ExchangeServer]:
     with exchange_server(make_settings(rate_limit_per_key="1000000/minute")) as srv:
         yield srv
         clear_books(srv.services)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def keys(xs) -> list[dict[str, Any]]:
     """One HMAC and one Ed25519 key with every scope, on a funded account."""
     svc = xs.services
@@ -116,7 +117,7 @@ def keys(xs) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def http(xs) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=xs.url, timeout=20) as client:
         yield client

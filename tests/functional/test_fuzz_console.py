@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from kptest.backends import db_scope
 from kptest.console import ConsoleClient
 from kptest.server import ThreadServer
 
@@ -65,7 +66,7 @@ _SETTINGS = settings(max_examples=80, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def user(server: ThreadServer) -> Iterator[dict[str, Any]]:
     client = ConsoleClient(server.url).ready()
     r = client.create_key(label="fuzz", scopes=["read"])

@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from kptest.backends import db_scope
 from kptest.console import ConsoleClient
 from kptest.server import ThreadServer
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::R
 EXAMPLES = 15  # per route: 46 routes, well under a minute in all
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def console_user(server: ThreadServer) -> Iterator[ConsoleClient]:
     """Signed up, TOTP on, logged in: a session cookie and a CSRF token for every call."""
     client = ConsoleClient(server.url).ready()

@@ -10,19 +10,20 @@ import pytest
 from sqlalchemy import text
 
 from keyplane.accounts.stepup import StepUp
+from kptest.backends import db_scope
 from kptest.console import ConsoleClient
 from kptest.exchange import ExchangeServer, exchange_server, signed_request
 
 ETH_ADDR = "0x" + "ab" * 20
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def xs(make_settings) -> Iterator[ExchangeServer]:
     with exchange_server(make_settings()) as srv:
         yield srv
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def trader(xs):
     svc = xs.services
     user = svc.accounts.create_user("edges@example.com", "correct horse battery staple")

@@ -52,7 +52,7 @@ def admin(env: dict[str, str], *args: str) -> dict[str, object]:
 @pytest.fixture
 def nodes(tmp_path: Path, kp_backend: Backend) -> Iterator[tuple[dict[str, str], Path, list[ProcessServer]]]:
     with ExitStack() as stack:
-        if kp_backend.database_url:
+        if kp_backend.postgres:
             keyfile = tmp_path / "shared" / "master.keys"
             load_or_create_keyfile(keyfile)
             env = {

@@ -20,7 +20,6 @@ from keyplane.accounts.stepup import StepUp
 from keyplane.auth.broadcast import subscriber_name
 from keyplane.client.httpsig import sign_request
 from keyplane.settings import Settings
-from kptest.backends import Backend
 from kptest.clients import signed_get
 from kptest.console import ConsoleClient
 from kptest.native import unique_prefix
@@ -35,15 +34,16 @@ BASE_ENV = {
 
 
 def _nodes(
-    tmp_path: Path, kp_backend: Backend, master_keys: str, **extra: str
+    tmp_path: Path, settings: Settings, master_keys: str, **extra: str
 ) -> tuple[ProcessServer, ProcessServer, str]:
-    if kp_backend.database_url is None or kp_backend.redis_url is None:
+    """Two nodes on ``settings``' database (this test's, the one ``services`` and ``make_key`` use)."""
+    if settings.database_url is None or settings.redis_url is None:
         pytest.skip("several nodes need the postgres backend (PostgreSQL + Redis)")
     prefix = unique_prefix()
     env = {
         **BASE_ENV,
-        "KEYPLANE_DATABASE_URL": kp_backend.database_url,
-        "KEYPLANE_REDIS_URL": kp_backend.redis_url,
+        "KEYPLANE_DATABASE_URL": settings.database_url,
+        "KEYPLANE_REDIS_URL": settings.redis_url,
         "KEYPLANE_REDIS_PREFIX": prefix,
         "KEYPLANE_MASTER_KEYS": master_keys,
         **extra,
@@ -58,10 +58,10 @@ def _nodes(
 
 
 @pytest.fixture
-def two_nodes(tmp_path: Path, kp_backend: Backend, master_keys: str) -> Iterator[tuple[ProcessServer, ProcessServer]]:
+def two_nodes(tmp_path: Path, settings: Settings, master_keys: str) -> Iterator[tuple[ProcessServer, ProcessServer]]:
     # A slow poller and a lax staleness bound: a fast rejection on B is the broadcast's doing.
     a, b, _ = _nodes(
-        tmp_path, kp_backend, master_keys, KEYPLANE_KEY_CACHE_POLL_S="5", KEYPLANE_KEY_CACHE_MAX_STALENESS_S="30"
+        tmp_path, settings, master_keys, KEYPLANE_KEY_CACHE_POLL_S="5", KEYPLANE_KEY_CACHE_MAX_STALENESS_S="30"
     )
     try:
         yield a, b
@@ -120,16 +120,16 @@ def test_limits_and_replay_are_shared_by_both_nodes(two_nodes, make_key):
     assert replay.status_code == 401 and replay.json()["error"] == "nonce_reused"
 
 
-def test_without_the_broadcast_the_poller_still_bounds_revocation(tmp_path, kp_backend, master_keys, services):
+def test_without_the_broadcast_the_poller_still_bounds_revocation(tmp_path, settings, master_keys, services):
     """Kill node B's pub/sub connection: B falls back to the database poller (0.25 s by default)."""
-    a, b, prefix = _nodes(tmp_path, kp_backend, master_keys, KEYPLANE_KEY_CACHE_POLL_S="0.25")
+    a, b, prefix = _nodes(tmp_path, settings, master_keys, KEYPLANE_KEY_CACHE_POLL_S="0.25")
     try:
         console = ConsoleClient(a.url).ready()
         user_id = services.keys.user_id_for_email(console.email)
         issued = services.keys.create(user_id, step_up=StepUp.operator())
         key, secret = issued.info.api_key, issued.secret
         assert signed_get(b.url, "/api/v3/account", key, secret).status_code == 200
-        r = redis.Redis.from_url(kp_backend.redis_url or "")
+        r = redis.Redis.from_url(settings.redis_url or "")
         name = subscriber_name(Settings(redis_prefix=prefix))
         ours = [c for c in r.client_list() if c.get("name") == name]
         assert len(ours) == 2  # one subscription per node

@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -19,7 +20,6 @@ import pytest
 from keyplane.accounts.stepup import StepUp
 from keyplane.services import build_services
 from keyplane.settings import Settings
-from kptest.backends import Backend
 from kptest.clients import hmac_sign, now_ms
 from kptest.server import ProcessServer, start_process
 
@@ -27,10 +27,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def node_env(tmp_path: Path, kp_backend: Backend, master_keys: str) -> dict[str, str]:
+def node_env(tmp_path: Path, make_settings: Callable[..., Settings], master_keys: str) -> dict[str, str]:
     env = {"KEYPLANE_DATA_DIR": str(tmp_path / "data"), "KEYPLANE_RECV_WINDOW_DEFAULT_MS": "60000"}
-    if kp_backend.database_url:  # PostgreSQL without Redis: one node, in-process replay guard
-        env["KEYPLANE_DATABASE_URL"] = kp_backend.database_url
+    url = make_settings().database_url  # PostgreSQL: a database of this test's own
+    if url:  # PostgreSQL without Redis: one node, in-process replay guard
+        env["KEYPLANE_DATABASE_URL"] = url
         env["KEYPLANE_MASTER_KEYS"] = master_keys
     env["KEYPLANE_REDIS_URL"] = ""
     return env

@@ -13,10 +13,10 @@ from kptest.clients import signed_get
 
 
 @pytest.fixture
-def env(settings, kp_backend, master_keys):
+def env(settings, master_keys):
     out = {"KEYPLANE_DATA_DIR": str(settings.data_dir)}
-    if kp_backend.database_url:
-        out |= {"KEYPLANE_DATABASE_URL": kp_backend.database_url, "KEYPLANE_MASTER_KEYS": master_keys}
+    if settings.database_url:  # PostgreSQL: this test's database, the one make_key writes to
+        out |= {"KEYPLANE_DATABASE_URL": settings.database_url, "KEYPLANE_MASTER_KEYS": master_keys}
     return out
 
 

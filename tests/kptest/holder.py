@@ -55,10 +55,11 @@ def profile_env(name: str, url: str, acct: Account) -> dict[str, str]:
 
 
 def server_env(settings: Any, backend: Backend, master_keys: str) -> dict[str, str]:
-    """What a server-side command (``keyplane simulate``) needs to share the test server's data."""
+    """What a server-side command (``keyplane simulate``) needs to share the test server's data:
+    its data dir and, on PostgreSQL, its database (each server's own, see kptest/backends.py)."""
     env = {"KEYPLANE_DATA_DIR": str(settings.data_dir)}
-    if backend.database_url:
-        env |= {"KEYPLANE_DATABASE_URL": backend.database_url, "KEYPLANE_MASTER_KEYS": master_keys}
+    if backend.postgres:
+        env |= {"KEYPLANE_DATABASE_URL": settings.database_url, "KEYPLANE_MASTER_KEYS": master_keys}
     return env
 
 

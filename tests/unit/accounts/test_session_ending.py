@@ -20,11 +20,12 @@ from keyplane.audit.models import AuditEvent
 from keyplane.keys.manage import KeyManager
 from keyplane.keys.service import Actor
 from keyplane.services import build_services
+from kptest.backends import db_scope
 
 PW = "orbit-lantern-meadow-42"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def svc(make_settings):
     s = build_services(make_settings(session_idle_s=600, session_absolute_s=3600, totp_drift_steps=10))
     yield s

@@ -21,11 +21,12 @@ from keyplane.accounts.identity import Identity
 from keyplane.accounts.models import TotpCredential
 from keyplane.accounts.throttle import AttemptThrottle
 from keyplane.services import build_services
+from kptest.backends import db_scope
 
 PW = "orbit-lantern-meadow-42"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def svc(make_settings):
     s = build_services(make_settings(session_idle_s=600, session_absolute_s=3600, totp_limit_per_user="4/minute"))
     yield s

@@ -13,6 +13,7 @@ import pytest
 from keyplane.accounts.stepup import StepUp
 from keyplane.client import errors as E
 from keyplane.client.sdk import KeyplaneClient
+from kptest.backends import db_scope
 from kptest.clients import ed25519_keypair
 from kptest.server import ThreadServer, start_in_thread
 
@@ -118,7 +119,7 @@ def test_revoked_and_expired_keys(server: ThreadServer, services: Any, make_key:
     kp2.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def limited_server(make_settings: Callable[..., Any]) -> Iterator[tuple[ThreadServer, Any]]:
     from keyplane.api.app import create_app
     from keyplane.services import build_services

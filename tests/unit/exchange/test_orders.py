@@ -11,10 +11,11 @@ import pytest
 from keyplane.exchange.errors import InsufficientBalance, WouldTakeLiquidity
 from keyplane.exchange.params import parse_new_order
 from keyplane.services import Services, build_services
+from kptest.backends import db_scope
 from kptest.exchange import check_invariants, clear_books
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=db_scope("module"))
 def svc(make_settings) -> Iterator[Services]:
     s = build_services(make_settings())
     yield s

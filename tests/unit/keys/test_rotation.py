@@ -32,7 +32,7 @@ PW = "a long enough password"
 def fresh(kp_backend: Backend, tmp_path: Path) -> Iterator[Callable[..., Services]]:
     """Services on a database of this test's own; every call is another process on it."""
     with ExitStack() as stack:
-        url = stack.enter_context(postgres_database()) if kp_backend.database_url else None
+        url = stack.enter_context(postgres_database()) if kp_backend.postgres else None
         data = tmp_path / "data"
 
         def make(**overrides: object) -> Services:
