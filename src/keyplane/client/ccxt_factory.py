@@ -1,15 +1,23 @@
 """A ccxt instance for a keyplane server (a ``binance`` class that talks to it and nowhere else),
-or, for a keystore profile of another exchange, that exchange's own ccxt class.
+or, for a keystore profile of another exchange, that exchange's own ccxt class; in ccxt's three
+forms: :func:`ccxt_exchange` (sync), :func:`ccxt_async_exchange` (``ccxt.async_support``) and
+:func:`ccxt_pro_exchange` (``ccxt.pro``, with WebSocket URLs).
 
 ccxt deep-merges a ``urls`` override into its defaults, so overriding only ``public`` and ``private``
 leaves ``sapi`` (withdrawals, deposit history) pointing at the real Binance, with the user's key
-(research/clients.md §1.2). This sets every API URL, and the options that keep ``load_markets`` to
-one ``exchangeInfo`` call.
+(research/clients.md §1.2), and a copied REST map leaves ccxt.pro's twelve WebSocket URLs there too
+(``watch_orders`` would send a signed subscription to Binance). This sets every URL under ``api``
+and under ``test`` and ``demo`` (the maps ``set_sandbox_mode`` and ``enable_demo_trading`` swap in),
+REST and WebSocket, then
+walks the built instance's URLs and refuses it (``ClientError``) if any would leave the keyplane
+server; and it sets the options that keep ``load_markets`` to one ``exchangeInfo`` call.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from keyplane.client.errors import ClientError
 from keyplane.client.profile import Profile
@@ -24,6 +32,14 @@ _API_PATHS = {
     "sapiV3": "/sapi/v3",
     "sapiV4": "/sapi/v4",
 }
+# ccxt.pro's stream and WebSocket-API URLs for spot, under ``urls['api']['ws']``.
+_WS_PATHS = {"spot": "/ws", "ws-api.spot": "/ws-api/v3"}
+_NOWHERE = "keyplane.invalid"  # an address that cannot be reached: a URL keyplane does not serve
+# The URL maps ccxt sends requests to: ``api``, and the maps that ``set_sandbox_mode`` and
+# ``enable_demo_trading`` swap in for it.
+_REQUEST_MAPS = ("api", "test", "demo")
+
+Flavour = Literal["sync", "async", "pro"]
 
 
 def ccxt_exchange(target: str | Profile, api_key: str | None = None, secret: str | None = None, **options: Any) -> Any:
@@ -38,43 +54,110 @@ def ccxt_exchange(target: str | Profile, api_key: str | None = None, secret: str
         options: extra ccxt options, merged over the safe defaults.
 
     Raises:
-        ClientError: the profile names an exchange that ccxt does not know.
+        ClientError: the profile names an exchange that ccxt does not know, or a URL of the built
+            instance would leave the keyplane server.
 
-    For keyplane, every URL in ccxt's ``urls['api']`` that is not a keyplane path is replaced by an
-    address that cannot be reached, so no request with the key can go to another exchange.
+    For keyplane, every URL in ccxt's ``urls['api']`` (and in the sandbox and demo maps) that is not
+    a keyplane path is replaced by an address that cannot be reached, so no request with the key can go to
+    another exchange.
     """
-    if isinstance(target, Profile):
-        return _for_profile(target, **options)
-    return _keyplane(target, api_key, secret, **options)
+    return _build("sync", target, api_key, secret, options)
 
 
-def _for_profile(profile: Profile, **options: Any) -> Any:
+def ccxt_async_exchange(
+    target: str | Profile, api_key: str | None = None, secret: str | None = None, **options: Any
+) -> Any:
+    """:func:`ccxt_exchange` for ``ccxt.async_support`` (``await ex.fetch_balance()``; close it
+    with ``await ex.close()``)."""
+    return _build("async", target, api_key, secret, options)
+
+
+def ccxt_pro_exchange(
+    target: str | Profile, api_key: str | None = None, secret: str | None = None, **options: Any
+) -> Any:
+    """:func:`ccxt_exchange` for ``ccxt.pro`` (``watch_*``): its WebSocket URLs too point at the
+    keyplane server (``ws[s]://host/ws`` for streams, ``/ws-api/v3`` for the WebSocket API) or at
+    an address that cannot be reached, never at another exchange."""
+    return _build("pro", target, api_key, secret, options)
+
+
+def _module(flavour: Flavour) -> Any:
     import ccxt  # imported on use: it takes about a second
 
-    key = profile.api_key.reveal() if profile.api_key else None
-    if profile.is_keyplane:
-        return _keyplane(profile.url, key, profile.signing_secret, **options)
-    cls = getattr(ccxt, profile.exchange, None)
+    if flavour == "async":
+        import ccxt.async_support
+
+        return ccxt.async_support
+    if flavour == "pro":
+        import ccxt.pro
+
+        return ccxt.pro
+    return ccxt
+
+
+def _build(
+    flavour: Flavour, target: str | Profile, api_key: str | None, secret: str | None, options: dict[str, Any]
+) -> Any:
+    if not isinstance(target, Profile):
+        return _keyplane(flavour, target, api_key, secret, **options)
+    if target.is_keyplane:
+        key = target.api_key.reveal() if target.api_key else None
+        return _keyplane(flavour, target.url, key, target.signing_secret, **options)
+    return _for_profile(flavour, target, **options)
+
+
+def _for_profile(flavour: Flavour, profile: Profile, **options: Any) -> Any:
+    import ccxt
+
+    cls = getattr(_module(flavour), profile.exchange, None)
     if not isinstance(cls, type) or profile.exchange not in ccxt.exchanges:
         raise ClientError(f"unknown exchange {profile.exchange!r} in profile {profile.name!r} (not a ccxt exchange id)")
     config: dict[str, Any] = {"enableRateLimit": True, "options": dict(options)}
-    if key is not None:
-        config["apiKey"] = key
+    if profile.api_key is not None:
+        config["apiKey"] = profile.api_key.reveal()
         config["secret"] = profile.signing_secret
     if profile.password is not None:
         config["password"] = profile.password.reveal()
     return cls(config)
 
 
-def _keyplane(base_url: str, api_key: str | None, secret: str | None, **options: Any) -> Any:
-    import ccxt
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value
 
-    urls = {name: base_url.rstrip("/") + path for name, path in _API_PATHS.items()}
-    template = ccxt.binance().urls["api"]
-    for name in template:
-        urls.setdefault(name, "http://keyplane.invalid/unsupported/" + name)
+
+def _pointed(template: Mapping[str, Any], base: str, prefix: str = "") -> dict[str, Any]:
+    """``template`` (a ccxt URL map) with every URL at keyplane: a keyplane path at ``base``, the
+    WebSocket ones at its ``ws[s]`` form, anything else at an address that cannot be reached."""
+    ws_base = "ws" + base[len("http") :] if base.startswith("http") else base
+    out: dict[str, Any] = {}
+    for name, value in template.items():
+        where = prefix + name
+        if isinstance(value, Mapping):
+            out[name] = _pointed(value, base, f"{where}.")
+        elif where in _API_PATHS:
+            out[name] = base + _API_PATHS[where]
+        elif where.startswith("ws.") and where[3:] in _WS_PATHS:
+            out[name] = ws_base + _WS_PATHS[where[3:]]
+        else:
+            scheme = "ws" if where.startswith("ws.") else "http"
+            out[name] = f"{scheme}://{_NOWHERE}/unsupported/{where}"
+    return out
+
+
+def _keyplane(flavour: Flavour, base_url: str, api_key: str | None, secret: str | None, **options: Any) -> Any:
+    cls = _module(flavour).binance
+    base = base_url.rstrip("/")
+    host = urlsplit(base).hostname
+    if urlsplit(base).scheme not in ("http", "https") or not host:
+        raise ClientError(f"a keyplane server URL is http:// or https:// and a host, got {base_url!r}")
+    defaults = cls().urls
     config: dict[str, Any] = {
-        "urls": {"api": urls},
+        # The sandbox and demo maps as the live one (keyplane has one surface), over their own keys.
+        "urls": {part: _pointed({**(defaults.get(part) or {}), **defaults["api"]}, base) for part in _REQUEST_MAPS},
         "options": {
             "fetchCurrencies": False,
             "fetchMargins": False,
@@ -90,4 +173,12 @@ def _keyplane(base_url: str, api_key: str | None, secret: str | None, **options:
     if api_key is not None:
         config["apiKey"] = api_key
         config["secret"] = secret
-    return ccxt.binance(config)
+    exchange = cls(config)
+    for part in _REQUEST_MAPS:
+        for where, url in _leaves(exchange.urls.get(part) or {}):
+            if isinstance(url, str) and urlsplit(url).hostname not in (host, _NOWHERE):
+                raise ClientError(
+                    f"refusing to build a ccxt {flavour} exchange for keyplane: urls.{part}.{where} would send "
+                    f"requests (and the key) to {urlsplit(url).hostname}"
+                )
+    return exchange
