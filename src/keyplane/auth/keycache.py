@@ -151,7 +151,11 @@ async def poll_changes(
                 since = started - _POLL_OVERLAP
             await asyncio.sleep(interval_s)
     finally:
+        # A poll still running holds one of the database's connections: wait for it (off the loop;
+        # a statement is bounded by db_statement_timeout_s) so that the lifespan ends with it
+        # returned, before the database is closed, not after.
         pool.shutdown(wait=False, cancel_futures=True)
+        await loop.run_in_executor(None, pool.shutdown)
 
 
 class UsageRecorder:
