@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from keyplane.db import Database
 from keyplane.exchange.markets import Market
 from keyplane.exchange.rows import PublicTrade
-from keyplane.exchange.sql import Raw, read
+from keyplane.exchange.sql import Raw, read, write
 
 INTERVALS_MS = {
     "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
@@ -25,8 +25,12 @@ _LEVELS = (
     "SELECT price, SUM(remaining) FROM ex_book WHERE symbol = :s AND side = :side "
     "GROUP BY sort_key, price ORDER BY sort_key LIMIT :n"
 )
-_SEQ = "SELECT trade_seq FROM ex_markets WHERE symbol = :s"
-_TOP_ORDER_ID = "SELECT MAX(order_id) FROM ex_book WHERE symbol = :s"
+_SEQ = "SELECT book_seq FROM ex_markets WHERE symbol = :s"
+_CONSISTENT_TRIES = 20
+_CHANGES = "SELECT seq, side, price FROM ex_book_changes WHERE symbol = :s AND seq > :a AND seq <= :b"
+_OLDEST_CHANGE = "SELECT MIN(seq) FROM ex_book_changes WHERE symbol = :s"
+_PRUNE = "DELETE FROM ex_book_changes WHERE symbol = :s AND seq <= :b"
+KEEP_CHANGES = 100_000  # book changes kept per market (a diff-depth reader further behind re-reads all)
 _RECENT = (
     "SELECT id, price, qty, quote_qty, ts, buyer_is_maker FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT :n"
 )
@@ -34,11 +38,43 @@ _DAY = (
     "SELECT MIN(id), MAX(id), MAX(price), MIN(price), COALESCE(SUM(qty), 0), COALESCE(SUM(quote_qty), 0), COUNT(*) "
     "FROM ex_trades WHERE symbol = :s AND ts >= :a"
 )
-_PRICES_OF = "SELECT id, price FROM ex_trades WHERE symbol = :s AND id IN (:f, :l)"
-_LAST_PRICE = "SELECT price FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"
+_PRICES_OF = "SELECT id, price, qty FROM ex_trades WHERE symbol = :s AND id IN (:f, :l)"
+_LAST_PRICE = "SELECT price, qty FROM ex_trades WHERE symbol = :s ORDER BY id DESC LIMIT 1"
 _WINDOW = (
     "SELECT ts, price, qty, quote_qty, buyer_is_maker FROM ex_trades WHERE symbol = :s AND ts >= :a AND ts <= :b "
     "ORDER BY id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One kline interval as it stands; an interval without trades is flat at the last price."""
+
+    open_ms: int
+    close_ms: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    quote_volume: int
+    count: int
+    taker_buy_volume: int
+    taker_buy_quote: int
+    first_id: int
+    last_id: int
+
+
+_CANDLE = (
+    "SELECT MIN(id), MAX(id), MAX(price), MIN(price), COALESCE(SUM(qty), 0), COALESCE(SUM(quote_qty), 0), COUNT(*), "
+    "COALESCE(SUM(CASE WHEN buyer_is_maker THEN 0 ELSE qty END), 0), "
+    "COALESCE(SUM(CASE WHEN buyer_is_maker THEN 0 ELSE quote_qty END), 0) "
+    "FROM ex_trades WHERE symbol = :s AND ts >= :a AND ts <= :b"
+)
+_PRICE_BEFORE = "SELECT price FROM ex_trades WHERE symbol = :s AND ts < :a ORDER BY id DESC LIMIT 1"
+_TRADES_AFTER = (
+    "SELECT id, price, qty, quote_qty, ts, buyer_is_maker FROM ex_trades WHERE symbol = :s AND id > :after "
+    "ORDER BY id LIMIT :n"
 )
 
 
@@ -49,6 +85,7 @@ class Ticker:
     high: int
     low: int
     last: int
+    last_qty: int
     volume: int
     quote_volume: int
     count: int
@@ -77,13 +114,37 @@ class MarketData:
         self.clock = clock
 
     def depth(self, market: Market, limit: int = 100) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
-        """(last update id, bids best first, asks best first) as (price, qty) levels."""
+        """(last update id, bids best first, asks best first) as (price, qty) levels, read in one
+        transaction: the update id is the market's book sequence, bumped by every transaction that
+        changes the book, so diff-depth stream events (U/u) line up with it."""
         with read(self.db) as db:
+            # Each statement of a PostgreSQL read sees the latest commits (read committed): the
+            # levels belong to ``seq`` only if no change to the book committed while they were read,
+            # which the sequence itself tells (every such commit bumps it).
             seq = db.one(_SEQ, {"s": market.symbol})
-            bids, asks = _levels(db, market, "BUY", limit), _levels(db, market, "SELL", limit)
-            top = db.one(_TOP_ORDER_ID, {"s": market.symbol})
-        update_id = max(int((seq and seq[0]) or 0), int((top and top[0]) or 0))
-        return update_id, bids, asks
+            for _ in range(_CONSISTENT_TRIES):
+                bids, asks = _levels(db, market, "BUY", limit), _levels(db, market, "SELL", limit)
+                after = db.one(_SEQ, {"s": market.symbol})
+                if after == seq:
+                    break
+                seq = after
+        return int((seq and seq[0]) or 0), bids, asks
+
+    def book_changes(self, market: Market, after: int, upto: int) -> list[tuple[int, str, int]] | None:
+        """(seq, side, price) of every level that book changes ``after`` < seq <= ``upto`` touched;
+        None if the log no longer reaches back to ``after`` (pruned)."""
+        with read(self.db) as db:
+            oldest = db.one(_OLDEST_CHANGE, {"s": market.symbol})
+            if oldest is None or oldest[0] is None or int(oldest[0]) > after + 1:
+                return None if upto > after else []
+            rows = db.all(_CHANGES, {"s": market.symbol, "a": after, "b": upto})
+        return [(int(q), str(side), int(p)) for q, side, p in rows]
+
+    def prune_book_changes(self) -> None:
+        """Keep the last ``KEEP_CHANGES`` book changes of each market (a periodic task)."""
+        with write(self.db) as db:
+            for symbol, seq in db.all("SELECT symbol, book_seq FROM ex_markets"):
+                db.execute(_PRUNE, {"s": symbol, "b": int(seq) - KEEP_CHANGES})
 
     def recent_trades(self, market: Market, limit: int = 500) -> list[PublicTrade]:
         """The latest trades, oldest first."""
@@ -99,19 +160,47 @@ class MarketData:
             assert agg is not None
             first_id, last_id, high, low, vol, qvol, count = agg
             if count:
-                prices = {
-                    r[0]: int(r[1]) for r in db.all(_PRICES_OF, {"s": market.symbol, "f": first_id, "l": last_id})
-                }
-                open_p, last_p = prices[first_id], prices[last_id]
+                rows = {r[0]: r for r in db.all(_PRICES_OF, {"s": market.symbol, "f": first_id, "l": last_id})}
+                open_p, last_p, last_qty = int(rows[first_id][1]), int(rows[last_id][1]), int(rows[last_id][2])
             else:
                 last = db.one(_LAST_PRICE, {"s": market.symbol})
                 open_p = last_p = int(last[0]) if last else 0
+                last_qty = int(last[1]) if last else 0
                 high = low = last_p
             bid, ask = _top(db, market)
         return Ticker(
-            market.symbol, open_p, int(high or 0), int(low or 0), last_p, int(vol), int(qvol), int(count),
+            market.symbol, open_p, int(high or 0), int(low or 0), last_p, last_qty, int(vol), int(qvol), int(count),
             int(first_id or -1), int(last_id or -1), since, now, bid, ask,
         )  # fmt: skip
+
+    def trades_after(self, market: Market, after_id: int, limit: int = 1000) -> list[PublicTrade]:
+        """Trades with ids above ``after_id``, oldest first. Trade ids are assigned under the
+        market's lock and committed in order, so a reader never sees a later id before an earlier."""
+        with read(self.db) as db:
+            rows = db.all(_TRADES_AFTER, {"s": market.symbol, "after": after_id, "n": limit})
+        return [PublicTrade(i, p, q, qq, ts, bool(m)) for i, p, q, qq, ts, m in rows]
+
+    def last_trade_id(self, market: Market) -> int:
+        with read(self.db) as db:
+            row = db.one("SELECT trade_seq FROM ex_markets WHERE symbol = :s", {"s": market.symbol})
+        return int(row[0]) if row else 0
+
+    def candle(self, market: Market, interval: str, open_ms: int) -> Candle:
+        """The kline of ``interval`` that opens at ``open_ms``, as it stands."""
+        end = open_ms + INTERVALS_MS[interval] - 1
+        with read(self.db) as db:
+            agg = db.one(_CANDLE, {"s": market.symbol, "a": open_ms, "b": end})
+            assert agg is not None
+            first, last, high, low, vol, qvol, count, tbv, tbq = agg
+            if count:
+                prices = {r[0]: int(r[1]) for r in db.all(_PRICES_OF, {"s": market.symbol, "f": first, "l": last})}
+                return Candle(
+                    open_ms, end, prices[first], int(high), int(low), prices[last], int(vol), int(qvol), int(count),
+                    int(tbv), int(tbq), int(first), int(last),
+                )  # fmt: skip
+            before = db.one(_PRICE_BEFORE, {"s": market.symbol, "a": open_ms})
+        flat = int(before[0]) if before else 0
+        return Candle(open_ms, end, flat, flat, flat, flat, 0, 0, 0, 0, 0, -1, -1)
 
     def book_ticker(self, market: Market) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         with read(self.db) as db:

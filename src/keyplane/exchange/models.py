@@ -23,6 +23,20 @@ markets = sa.Table(
     # Last trade id in this market (Binance trade ids are per symbol). The row is also the market's
     # matching lock on PostgreSQL (SELECT ... FOR UPDATE).
     sa.Column("trade_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Bumped by every transaction that changes this market's book: the update id of depth
+    # snapshots (REST lastUpdateId) and of diff-depth stream events (U/u).
+    sa.Column("book_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# The price levels (side, price) that each book change (``ex_markets.book_seq``) touched; a recent
+# window of it, pruned by the market streams (keyplane.streams.hub).
+book_changes = sa.Table(
+    "ex_book_changes",
+    md,
+    sa.Column("symbol", sa.String(20), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("side", sa.String(4), primary_key=True),
+    sa.Column("price", sa.BigInteger, primary_key=True),
 )
 
 balances = sa.Table(

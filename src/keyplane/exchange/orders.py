@@ -23,7 +23,7 @@ Here: checks and placement (matching plan, funds, the order row, the book row). 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -68,6 +68,19 @@ _SAVEPOINT = "SAVEPOINT kp_order"
 _ROLLBACK_TO = "ROLLBACK TO SAVEPOINT kp_order"
 _RELEASE = "RELEASE SAVEPOINT kp_order"
 _SET_SEQ = "UPDATE ex_markets SET trade_seq = :q WHERE symbol = :s"
+_BUMP_BOOK = "UPDATE ex_markets SET book_seq = book_seq + 1 WHERE symbol = :s RETURNING book_seq"
+_BOOK_CHANGE = "INSERT INTO ex_book_changes (symbol, seq, side, price) VALUES (:s, :q, :side, :p)"
+
+
+def note_book_change(db: Raw, symbol: str, levels: set[tuple[str, int]]) -> None:
+    """The book of ``symbol`` changed at these (side, price) levels, in ``db``'s transaction (the
+    market locked): a new update id, and the levels it touched (keyplane.streams.hub reads both)."""
+    row = db.one(_BUMP_BOOK, {"s": symbol})
+    assert row is not None
+    seq = int(row[0])
+    db.many(_BOOK_CHANGE, [{"s": symbol, "q": seq, "side": side, "p": price} for side, price in sorted(levels)])
+
+
 _AVAILABLE = "SELECT available FROM ex_balances WHERE user_id = :u AND asset = :a"
 _TAKER_ORDER = "UPDATE ex_orders SET executed_qty = :q, cum_quote = :c, status = :st, updated_ms = :t WHERE id = :id"
 _INSERT_ORDER = (
@@ -133,6 +146,13 @@ class OrderService(OrderReads):
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
+        # Called on the committing thread, after a commit, with the symbols whose book or trades
+        # it changed (the market streams' cue to read them again; see keyplane.streams.hub).
+        self.on_commit: list[Callable[[Collection[str]], None]] = []
+
+    def _committed(self, symbols: Collection[str]) -> None:
+        for listener in self.on_commit:
+            listener(symbols)
 
     def _lock_market(self, db: Raw, symbol: str) -> int | None:
         if self.db.is_sqlite:
@@ -156,7 +176,9 @@ class OrderService(OrderReads):
         (``RecvWindowPassed`` once ``not_after_s`` has passed)."""
         with write(self.db) as db:
             seq = self._lock_market(db, order.market.symbol)
-            return self._place(db, Placement(user_id, order, key_id, max_notional, not_after_s), seq)
+            view = self._place(db, Placement(user_id, order, key_id, max_notional, not_after_s), seq)
+        self._committed((view.symbol,))
+        return view
 
     def place_batch(self, batch: Sequence[Placement]) -> list[OrderView | Exception]:
         """Place several orders, in the given order, in ONE transaction (group commit).
@@ -183,6 +205,7 @@ class OrderService(OrderReads):
                     db.execute(_ROLLBACK_TO)
                     out.append(e)
                 db.execute(_RELEASE)
+        self._committed({v.symbol for v in out if isinstance(v, OrderView)})
         return out
 
     def _place(self, db: Raw, req: Placement, seq: int | None) -> OrderView:
@@ -281,6 +304,11 @@ class OrderService(OrderReads):
                     "remaining": remaining, "user_id": user_id,
                 },
             )  # fmt: skip
+        touched = {(opposite, f.maker.price) for f in p.fills}
+        if view.status in OPEN:  # it rests on the book
+            touched.add((order.side, order.price))
+        if touched:
+            note_book_change(db, market.symbol, touched)
         consumed = p.quote if order.side == "BUY" else p.qty
         journal.move(ref, spend_asset, L.locked(user_id), L.available(user_id), reserve - consumed - held)
         if view.status != "NEW":
@@ -316,6 +344,7 @@ class OrderService(OrderReads):
             remaining = int(row[0])
             now = int(self.clock() * 1000)
             db.execute(BOOK_DELETE, {"id": view.id})
+            note_book_change(db, market.symbol, {(view.side, view.price)})
             view.status, view.updated_ms = "CANCELED", now
             args = {"q": view.executed_qty, "c": view.cum_quote, "st": "CANCELED", "t": now, "id": view.id}
             db.execute(_TAKER_ORDER, args)
@@ -324,4 +353,5 @@ class OrderService(OrderReads):
             held = reservation(market, view.side, view.price, remaining)
             journal.move(f"order:{view.id}", asset, L.locked(user_id), L.available(user_id), held)
             journal.apply(db)
-            return view
+        self._committed((view.symbol,))
+        return view
