@@ -88,8 +88,17 @@ def start_in_thread(app: object, host: str = "127.0.0.1") -> ThreadServer:
     port = free_port()
     # proxy_headers=False as in ``keyplane serve``: uvicorn would otherwise trust X-Forwarded-For from
     # 127.0.0.1 itself, and keyplane reads it only from KEYPLANE_TRUSTED_PROXIES.
+    from keyplane.api.streams import SERVER_OPTIONS
+
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", proxy_headers=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
+        **SERVER_OPTIONS,  # type: ignore[arg-type]
     )  # type: ignore[arg-type]
     server = _Server(config)
 

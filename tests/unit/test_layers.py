@@ -42,6 +42,7 @@ LAYER = {
     "auth": 5,
     "exchange": 5,
     "services": 6,
+    "streams": 6,
     "api": 7,
     "commands": 8,
     "cli": 9,

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from keyplane import __version__
-from keyplane.api import binance, console, errors, native
+from keyplane.api import binance, console, errors, native, streams
 from keyplane.api.state import AppState, periodic
 from keyplane.audit.failures import FailureRecorder, flush_failures, flush_once
 from keyplane.auth.broadcast import KeyChangePublisher, SubscriberStatus, subscribe_changes
@@ -26,6 +26,7 @@ from keyplane.keys import format as keyformat
 from keyplane.keys.manage import KeyManager
 from keyplane.services import Services, build_services
 from keyplane.settings import Settings, get_settings
+from keyplane.streams.hub import Hub
 
 _SWEEP_INTERVAL_S = 60.0
 _FAILURE_FLUSH_S = 1.0
@@ -34,7 +35,7 @@ _FAILURE_FLUSH_S = 1.0
 # built and before the route table is read. ``state`` carries shared pieces: the key cache, the
 # authenticator, background task factories ("tasks") and closers.
 Installer = Callable[[FastAPI, AppState], None]
-INSTALLERS: tuple[Installer, ...] = (binance.install, native.install, console.install)
+INSTALLERS: tuple[Installer, ...] = (binance.install, streams.install, native.install, console.install)
 
 
 class _HealthCheck:
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         failures=failures,
         key_manager=None if services.identity is None else KeyManager(services.keys, services.identity),
         subscriber=SubscriberStatus() if settings.redis_url else None,
+        hub=None if services.exchange is None else Hub(services.exchange),
         tasks=[lambda: flush_failures(failures, services.db, _FAILURE_FLUSH_S)],
     )
     if state.subscriber is not None:
@@ -161,4 +163,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     # Outermost, so that it also catches what escapes the signed-request middleware.
     app.add_middleware(errors.LastResortMiddleware)
+    # Outside even that: it must see the server's own send (streams' direct writes).
+    app.add_middleware(streams.StreamSocket)
     return app

@@ -21,6 +21,7 @@ from keyplane.auth.keycache import KeyCache, UsageRecorder
 from keyplane.auth.pipeline import Authenticator
 from keyplane.keys.manage import KeyManager
 from keyplane.services import Services
+from keyplane.streams.hub import Hub
 
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
 log = logging.getLogger("keyplane")
@@ -47,6 +48,7 @@ class AppState:
     failures: FailureRecorder
     key_manager: KeyManager | None  # None when the server runs without accounts
     subscriber: SubscriberStatus | None = None  # several nodes: the key-change listener's health
+    hub: Hub | None = None  # the market streams' fan-out; None when the server runs without an exchange
     # Started by the app's lifespan and cancelled at its end; surfaces append theirs at install.
     tasks: list[TaskFactory] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)

@@ -19,6 +19,7 @@ def serve(
     import uvicorn
 
     from keyplane.api.app import create_app
+    from keyplane.api.streams import SERVER_OPTIONS as STREAM_OPTIONS
     from keyplane.auth.replaylog import hold_data_dir
     from keyplane.errors import KeyplaneError
     from keyplane.services import build_services
@@ -50,4 +51,5 @@ def serve(
         access_log=False,
         proxy_headers=False,  # keyplane reads X-Forwarded-For itself, only from trusted proxies
         server_header=False,
+        **STREAM_OPTIONS,  # type: ignore[arg-type]
     )

@@ -1,0 +1,1 @@
+"""Binance-compatible WebSocket market streams: stream names, payloads, the fan-out hub."""

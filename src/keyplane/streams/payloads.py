@@ -1,0 +1,83 @@
+"""Stream payloads in Binance's exact shapes, from the exchange's rows (pure functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyplane.exchange.formats import ticker_json
+from keyplane.exchange.marketdata import Candle, Ticker
+from keyplane.exchange.markets import Market
+from keyplane.exchange.rows import PublicTrade
+
+Levels = list[tuple[int, int]]
+
+
+def trade(m: Market, t: PublicTrade, now_ms: int) -> dict[str, Any]:
+    return {
+        "e": "trade", "E": now_ms, "s": m.symbol, "t": t.id, "p": m.price_text(t.price), "q": m.qty_text(t.qty),
+        "T": t.ts, "m": t.buyer_is_maker, "M": True,
+    }  # fmt: skip
+
+
+def agg_trade(m: Market, t: PublicTrade, now_ms: int) -> dict[str, Any]:
+    """Every trade is its own aggregate, as on the REST ``aggTrades`` route: ``a`` is its id."""
+    return {
+        "e": "aggTrade", "E": now_ms, "s": m.symbol, "a": t.id, "p": m.price_text(t.price),
+        "q": m.qty_text(t.qty), "f": t.id, "l": t.id, "T": t.ts, "m": t.buyer_is_maker, "M": True,
+    }  # fmt: skip
+
+
+def kline(m: Market, interval: str, c: Candle, closed: bool, now_ms: int) -> dict[str, Any]:
+    p, b, q = m.price_text, m.qty_text, m.quote.fmt
+    return {
+        "e": "kline", "E": now_ms, "s": m.symbol,
+        "k": {
+            "t": c.open_ms, "T": c.close_ms, "s": m.symbol, "i": interval, "f": c.first_id, "L": c.last_id,
+            "o": p(c.open), "c": p(c.close), "h": p(c.high), "l": p(c.low), "v": b(c.volume), "n": c.count,
+            "x": closed, "q": q(c.quote_volume), "V": b(c.taker_buy_volume), "Q": q(c.taker_buy_quote), "B": "0",
+        },
+    }  # fmt: skip
+
+
+def _levels(m: Market, levels: Levels) -> list[list[str]]:
+    return [[m.price_text(p), m.qty_text(qty)] for p, qty in levels]
+
+
+def partial_depth(m: Market, update_id: int, bids: Levels, asks: Levels, n: int) -> dict[str, Any]:
+    return {"lastUpdateId": update_id, "bids": _levels(m, bids[:n]), "asks": _levels(m, asks[:n])}
+
+
+def diff_depth(m: Market, first: int, last: int, bids: Levels, asks: Levels, now_ms: int) -> dict[str, Any]:
+    """The levels that changed in update ids ``first``..``last``, each at its new quantity (0: gone)."""
+    return {
+        "e": "depthUpdate", "E": now_ms, "s": m.symbol, "U": first, "u": last,
+        "b": _levels(m, bids), "a": _levels(m, asks),
+    }  # fmt: skip
+
+
+def book_ticker(m: Market, update_id: int, bid: tuple[int, int] | None, ask: tuple[int, int] | None) -> dict[str, Any]:
+    (bp, bq), (ap, aq) = bid or (0, 0), ask or (0, 0)
+    return {
+        "u": update_id, "s": m.symbol, "b": m.price_text(bp), "B": m.qty_text(bq), "a": m.price_text(ap),
+        "A": m.qty_text(aq),
+    }  # fmt: skip
+
+
+def ticker(m: Market, t: Ticker, now_ms: int) -> dict[str, Any]:
+    """The 24-hour rolling ticker, field for field what REST ``ticker/24hr`` answers."""
+    r = ticker_json(t, m)
+    return {
+        "e": "24hrTicker", "E": now_ms, "s": m.symbol, "p": r["priceChange"], "P": r["priceChangePercent"],
+        "w": r["weightedAvgPrice"], "x": r["prevClosePrice"], "c": r["lastPrice"], "Q": r["lastQty"],
+        "b": r["bidPrice"], "B": r["bidQty"], "a": r["askPrice"], "A": r["askQty"], "o": r["openPrice"],
+        "h": r["highPrice"], "l": r["lowPrice"], "v": r["volume"], "q": r["quoteVolume"], "O": r["openTime"],
+        "C": r["closeTime"], "F": r["firstId"], "L": r["lastId"], "n": r["count"],
+    }  # fmt: skip
+
+
+def mini_ticker(m: Market, t: Ticker, now_ms: int) -> dict[str, Any]:
+    return {
+        "e": "24hrMiniTicker", "E": now_ms, "s": m.symbol, "c": m.price_text(t.last), "o": m.price_text(t.open),
+        "h": m.price_text(t.high), "l": m.price_text(t.low), "v": m.qty_text(t.volume),
+        "q": m.quote.fmt(t.quote_volume),
+    }  # fmt: skip
