@@ -188,4 +188,16 @@ withdraw_addresses = sa.Table(
     sa.UniqueConstraint("user_id", "coin", "address", name="uq_ex_withdraw_addresses_entry"),
 )
 
-ALL_TABLES = (markets, balances, ledger, orders, book, trades, fills, deposits, withdrawals, withdraw_addresses)
+ALL_TABLES = (
+    markets,
+    balances,
+    ledger,
+    orders,
+    book,
+    book_changes,
+    trades,
+    fills,
+    deposits,
+    withdrawals,
+    withdraw_addresses,
+)
