@@ -171,7 +171,7 @@ def test_success_bodies_have_no_code_key(xs):
         r = httpx.get(xs.url + path)
         assert r.status_code == 200 and not (isinstance(r.json(), dict) and "code" in r.json()), path
     r = httpx.get(xs.url + "/api/v3/klines?symbol=BTCUSDT&interval=7m")
-    assert r.status_code == 400 and r.json()["code"] == -1102
+    assert r.status_code == 400 and r.json()["code"] == -1120  # Binance: invalid interval
     r = httpx.get(xs.url + "/api/v3/depth?symbol=NOPE")
     assert r.json()["code"] == -1121
 

@@ -11,6 +11,15 @@ and under ``test`` and ``demo`` (the maps ``set_sandbox_mode`` and ``enable_demo
 REST and WebSocket, then
 walks the built instance's URLs and refuses it (``ClientError``) if any would leave the keyplane
 server; and it sets the options that keep ``load_markets`` to one ``exchangeInfo`` call.
+
+With ccxt's default options ``load_markets`` also calls ``capital/config/getall``, the margin pair
+lists and the futures ``exchangeInfo`` calls. keyplane serves each of them (the margin and futures
+ones empty: it has only spot markets), so a ccxt instance whose every URL a user pointed at the
+server by hand, with no options, works too; and the futures and options ``exchangeInfo`` URLs here
+are keyplane's, so ``fetchMarkets={"types": [...]}`` may name ``linear``, ``inverse`` or ``option``.
+The factory still leaves ``fetchCurrencies`` off: ``getall`` is a signed ``read`` call, and
+``load_markets`` should work for any key, and without one (pass ``fetchCurrencies=True`` to have
+ccxt's currencies carry keyplane's networks, fees and withdrawal limits).
 """
 
 from __future__ import annotations
@@ -31,6 +40,10 @@ _API_PATHS = {
     "sapiV2": "/sapi/v2",
     "sapiV3": "/sapi/v3",
     "sapiV4": "/sapi/v4",
+    # Only their exchangeInfo (no markets): what load_markets asks for futures and options.
+    "fapiPublic": "/fapi/v1",
+    "dapiPublic": "/dapi/v1",
+    "eapiPublic": "/eapi/v1",
 }
 # ccxt.pro's stream and WebSocket-API URLs for spot, under ``urls['api']['ws']``.
 _WS_PATHS = {"spot": "/ws", "ws-api.spot": "/ws-api/v3"}

@@ -86,11 +86,35 @@ class OrderReads:
         """The account's latest orders across markets, newest first."""
         return self._views("user_id = :u ORDER BY id DESC LIMIT :n", {"u": user_id, "n": limit})
 
-    def all_orders(self, user_id: int, symbol: str, limit: int = 500) -> list[OrderView]:
-        """The account's latest orders in ``symbol``, oldest first."""
-        return self._views(
-            "user_id = :u AND symbol = :s ORDER BY id DESC LIMIT :n", {"u": user_id, "s": symbol, "n": limit}
-        )[::-1]
+    def all_orders(
+        self,
+        user_id: int,
+        symbol: str,
+        *,
+        order_id: int | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> list[OrderView]:
+        """The account's orders in ``symbol`` as Binance's ``allOrders`` selects them, oldest first:
+        with ``start_ms`` and/or ``end_ms``, orders whose last update (``updateTime``) falls within
+        them, the first ``limit`` from ``start_ms`` or else the last ``limit`` up to ``end_ms``
+        (``order_id`` is then ignored); with ``order_id``, the first ``limit`` orders with an id at
+        or above it; with neither, the latest ``limit``."""
+        args: dict[str, object] = {"u": user_id, "s": symbol, "n": limit}
+        where = "user_id = :u AND symbol = :s"
+        if start_ms is not None or end_ms is not None:
+            for cond, name, value in (("updated_ms >= :a", "a", start_ms), ("updated_ms <= :b", "b", end_ms)):
+                if value is not None:
+                    where += f" AND {cond}"
+                    args[name] = value
+            if start_ms is not None:
+                return self._views(f"{where} ORDER BY updated_ms, id LIMIT :n", args)
+            return self._views(f"{where} ORDER BY updated_ms DESC, id DESC LIMIT :n", args)[::-1]
+        if order_id is not None:
+            args["o"] = order_id
+            return self._views(f"{where} AND id >= :o ORDER BY id LIMIT :n", args)
+        return self._views(f"{where} ORDER BY id DESC LIMIT :n", args)[::-1]
 
     def my_trades(
         self,

@@ -189,3 +189,88 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
         _check_qty(market, qty, qtext)
         check_notional(market, market.notional(qty, price))
     return NewOrder(market, side, otype, tif, price, qty, quote_qty, client_id, stp, resp_type)
+
+
+# -- market data and history queries ------------------------------------------------------------
+# The three refusals below are Binance's own codes for these cases; each is a BadParameter (a
+# caller that catches that still catches them). They belong in errors.py's tree: they are here
+# only until that file's owner moves them.
+
+
+class BadInterval(BadParameter):
+    code = "bad_interval"
+    binance_code = -1120
+
+
+class WindowTooLong(BadParameter):
+    code = "window_too_long"
+    binance_code = -1127
+
+
+class BadCombination(BadParameter):
+    code = "bad_parameter_combination"
+    binance_code = -1128
+
+
+def time_window(params: dict[str, str], max_hours: int | None = None) -> tuple[int | None, int | None]:
+    """``startTime`` and ``endTime`` (epoch ms, each optional); WindowTooLong if both are sent and
+    lie more than ``max_hours`` apart (Binance's -1127)."""
+    start, end = int_param(params, "startTime"), int_param(params, "endTime")
+    if max_hours is not None and start is not None and end is not None and end - start > max_hours * 3_600_000:
+        raise WindowTooLong(f"More than {max_hours} hours between startTime and endTime.")
+    return start, end
+
+
+def choice_param(params: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """An enum parameter, spelled exactly as Binance spells its values (they are case-sensitive)."""
+    value = text_param(params, name, default)
+    if value not in choices:
+        raise BadParameter(f"Invalid {name} {value[:16]!r}: use {' or '.join(choices)}.")
+    return value
+
+
+def interval_param(params: dict[str, str], intervals: tuple[str, ...]) -> str:
+    """A kline ``interval`` (mandatory; case-sensitive: ``1m`` is a minute, ``1M`` a month)."""
+    interval = params.get("interval", "")
+    if interval == "":
+        raise BadParameter("Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
+    if interval not in intervals:
+        raise BadInterval(f"Invalid interval {interval[:8]!r}: use one of {', '.join(intervals)}.")
+    return interval
+
+
+# Binance's timeZone values: hours, or hours and minutes, between -12:00 and +14:00.
+_TIME_ZONE_RE = re.compile(r"([+-]?)(\d{1,2})(?::(\d{2}))?", re.ASCII)
+
+
+def utc_time_zone(params: dict[str, str]) -> None:
+    """Accept an absent ``timeZone`` or one that names UTC ("0", "+00:00"...); refuse any other
+    (-1100): this exchange builds klines and trading days in UTC only."""
+    raw = params.get("timeZone", "")
+    if raw == "":
+        return
+    m = _TIME_ZONE_RE.fullmatch(raw) if len(raw) <= 6 else None
+    if m is None:
+        raise IllegalCharacters(
+            "Illegal characters found in parameter 'timeZone'; legal range is hours or hours:minutes "
+            "from -12:00 to +14:00 (e.g. 0, 8, -1:00, 05:45)."
+        )
+    if int(m[2]) or int(m[3] or 0):
+        raise IllegalCharacters(
+            f"Unsupported timeZone {raw!r}: this exchange answers in UTC only; send timeZone=0 or leave it out."
+        )
+
+
+_WINDOW_RE = re.compile(r"([1-9]\d?)([mhd])", re.ASCII)
+_WINDOW_UNITS = {"m": (60_000, 59), "h": (3_600_000, 23), "d": (86_400_000, 7)}
+
+
+def window_size_param(params: dict[str, str]) -> int:
+    """The rolling ticker's ``windowSize`` in ms: 1m..59m, 1h..23h or 1d..7d; 1d when absent."""
+    raw = params.get("windowSize", "") or "1d"
+    m = _WINDOW_RE.fullmatch(raw) if len(raw) <= 3 else None
+    if m is not None:
+        unit_ms, most = _WINDOW_UNITS[m[2]]
+        if int(m[1]) <= most:
+            return int(m[1]) * unit_ms
+    raise BadParameter(f"Invalid windowSize {raw[:16]!r}: use 1m to 59m, 1h to 23h, or 1d to 7d.")

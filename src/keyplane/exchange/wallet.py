@@ -10,6 +10,7 @@ several processes run it at once each withdrawal still advances exactly once.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -312,7 +313,56 @@ class WalletService:
             record(session, EventType.WITHDRAW_ADDRESS_REMOVED, actor=f"user:{user_id}", user_id=user_id,
                    data={"entry_id": entry_id})  # fmt: skip
 
+    # -- deposit addresses and pending withdrawals (the Binance capital endpoints) ---------------
+
+    def deposit_address(self, user_id: int, coin: str, network: str = "") -> tuple[Asset, str]:
+        """``coin``'s asset and ``user_id``'s deposit address for it (see :func:`deposit_address`).
+        Raises BadParameter for an unknown coin, or a ``network`` the coin is not on."""
+        asset = self.asset(coin)
+        if network and network.upper() != asset.network.upper():
+            raise BadParameter(f"Network {network[:16]!r} is not available for {asset.name}; use {asset.network}.")
+        return asset, deposit_address(user_id, asset)
+
+    def withdrawing(self, user_id: int) -> dict[str, int]:
+        """coin -> base units (amount + fee) of ``user_id``'s withdrawals that have not completed."""
+        sql = "SELECT coin, SUM(amount + fee) FROM ex_withdrawals WHERE user_id = :u AND status IN (2, 4) GROUP BY coin"
+        with read(self.db) as db:
+            return {str(coin): int(total) for coin, total in db.all(sql, {"u": user_id})}
+
 
 def binance_time(ms: int) -> str:
     """Binance's ``applyTime`` format: ``YYYY-MM-DD HH:MM:SS`` in UTC."""
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _base58(data: bytes) -> str:
+    n, out = int.from_bytes(data, "big"), ""
+    while n:
+        n, r = divmod(n, 58)
+        out = _BASE58[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def deposit_address(user_id: int, asset: Asset) -> str:
+    """``user_id``'s deposit address on ``asset``'s network: the same on every call and every node,
+    different for every account, and shared by the coins of one network (ETH and USDT on ``ETH``),
+    as an exchange's addresses are.
+
+    The reference exchange is on no chain and nothing watches these addresses: a deposit is
+    credited by the operator (``keyplane admin credit``) or the demo faucet. The address takes the
+    first of three forms (base58; ``bc1q`` and 38 bech32 characters, with no checksum computed, so
+    a wallet refuses it; ``0x`` and 40 hex digits) that the asset's ``address_pattern`` accepts,
+    so that one account can withdraw to another's; the base58 form when none does.
+    """
+    digest = hashlib.sha256(f"keyplane deposit address v1\0{asset.network}\0{user_id}".encode()).digest()
+    n = int.from_bytes(digest, "big")
+    forms = (
+        _base58(digest),
+        "bc1q" + "".join(_BECH32[(n >> (5 * i)) & 31] for i in range(38)),
+        "0x" + digest[:20].hex(),
+    )
+    return next((form for form in forms if asset.valid_address(form)), forms[0])

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from keyplane.api.binance import account, capital, general, market, trading
+from keyplane.api.binance import account, capital, compat, general, market, trading
 from keyplane.api.state import AppState, periodic
 
 # Each module's router is included straight into the app: every extra level of router nesting
 # costs route-matching time on every request. Routes are matched in order, so the hottest router
 # (order placement) comes first; no two routers share a path.
-ROUTERS: tuple[APIRouter, ...] = (trading.router, general.router, account.router, market.router, capital.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    trading.router,
+    general.router,
+    account.router,
+    market.router,
+    capital.router,
+    compat.router,
+)
 
 
 def install(app: FastAPI, state: AppState) -> None:

@@ -1,16 +1,21 @@
-"""Account and key introspection on the Binance surface."""
+"""Account and key introspection on the Binance surface, and the account's trading fees (each
+market's maker and taker fee from the markets file; keyplane has no fee tiers, discounts or tax)."""
 
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from keyplane.api.binance.exchange_common import run
 from keyplane.api.deps import exchange, signed_context
 from keyplane.auth.pipeline import AuthContext
 from keyplane.auth.routes import signed
+from keyplane.exchange.markets import plain
+from keyplane.exchange.params import market_of
 from keyplane.keys.scopes import Scope
 
 router = APIRouter(tags=["binance: account"])
@@ -92,3 +97,45 @@ def restrictions_view(ctx: AuthContext) -> dict[str, Any]:
         "idleExpiry": key.idle_s is not None,
         "callerIp": ctx.client_ip,
     }
+
+
+@router.get("/sapi/v1/asset/tradeFee")
+@signed(Scope.READ)
+async def trade_fee(request: Request) -> JSONResponse:
+    """Each market's (or ``symbol``'s) maker and taker fee, as fractions (``0.001`` = 0.1%): ccxt's
+    ``fetch_trading_fees`` and ``fetch_trading_fee``. An unknown symbol is -1121."""
+    ctx = signed_context(request)
+    ex = exchange(request)
+    markets = [market_of(ctx.params, ex.markets)] if ctx.params.get("symbol") else list(ex.markets.values())
+    return JSONResponse(
+        [{"symbol": m.symbol, "makerCommission": plain(m.maker_fee), "takerCommission": plain(m.taker_fee)}
+         for m in markets]
+    )  # fmt: skip
+
+
+def _rate(fraction: Decimal) -> str:
+    """A commission rate as Binance writes it: at least 8 decimals (``0.00100000``)."""
+    whole, _, frac = format(fraction, "f").partition(".")
+    return f"{whole}.{frac.ljust(8, '0')}"
+
+
+@router.get("/api/v3/account/commission")
+@signed(Scope.READ)
+async def commission(request: Request) -> JSONResponse:
+    """``symbol``'s commission rates in Binance's shape: the standard maker and taker rates are the
+    market's fees; buyer, seller, special and tax rates are zero and no discount applies. A missing
+    symbol is -1102, an unknown one -1121."""
+    ctx = signed_context(request)
+    m = market_of(ctx.params, exchange(request).markets)
+    zero = _rate(Decimal(0))
+    none = {"maker": zero, "taker": zero, "buyer": zero, "seller": zero}
+    return JSONResponse(
+        {
+            "symbol": m.symbol,
+            "standardCommission": {**none, "maker": _rate(m.maker_fee), "taker": _rate(m.taker_fee)},
+            "specialCommission": none,
+            "taxCommission": none,
+            "discount": {"enabledForAccount": False, "enabledForSymbol": False, "discountAsset": "",
+                         "discount": zero},
+        }
+    )  # fmt: skip

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+
+from keyplane.api.state import app_state
 
 router = APIRouter(tags=["binance: general"])
 
@@ -15,6 +17,16 @@ async def ping() -> dict[str, object]:
 @router.get("/api/v3/time")
 async def server_time() -> dict[str, int]:
     return {"serverTime": int(time.time() * 1000)}
+
+
+@router.get("/sapi/v1/system/status")
+async def system_status(request: Request) -> dict[str, object]:
+    """Binance's wallet status (public; ccxt's ``fetch_status``): 0 ``normal``, or 1
+    ``system_maintenance`` when this server runs without the exchange (its markets, orders and
+    wallet are then unavailable)."""
+    if app_state(request).services.exchange is None:
+        return {"status": 1, "msg": "system_maintenance"}
+    return {"status": 0, "msg": "normal"}
 
 
 # exchangeInfo lives with the rest of the market data in market.py.

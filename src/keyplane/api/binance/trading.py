@@ -88,9 +88,17 @@ async def open_orders(request: Request) -> JSONResponse:
 async def all_orders(request: Request) -> JSONResponse:
     ctx = signed_context(request)
     ex = exchange(request)
-    market = market_of(ctx.params, ex.markets)
-    limit = int_param(ctx.params, "limit", 500, 1, 1000) or 500
-    views = await run(ex, ex.orders.all_orders, ctx.key.user_id, market.symbol, limit)
+    # Imported here, not at the top: this function's edits stay inside it (the module's imports
+    # are another change's); move it up with the next edit of that block.
+    from keyplane.exchange.params import time_window
+
+    p = ctx.params
+    market = market_of(p, ex.markets)
+    start, end = time_window(p, max_hours=24)
+    views = await run(
+        ex, ex.orders.all_orders, ctx.key.user_id, market.symbol,
+        order_id=int_param(p, "orderId"), start_ms=start, end_ms=end, limit=int_param(p, "limit", 500, 1, 1000) or 500,
+    )  # fmt: skip
     return JSONResponse([order_json(v, market) for v in views])
 
 
