@@ -15,6 +15,10 @@ ccxt raise the matching exception (research/clients.md §1.4).
     │   └── KeyLimitExceeded           over a key's max notional / daily cap    -> PermissionDenied
     ├── OrderNotFound            -2013 "Order does not exist."                  -> OrderNotFound
     ├── CancelRejected           -2011 unknown or already final order           -> OrderNotFound
+    ├── InvalidCancelRestrictions -1145 "Invalid cancelRestrictions"            -> BadRequest
+    ├── CancelReplaceFailed      -2022 "Order cancel-replace failed." (+ data)  -> ExchangeError
+    │   └── CancelReplacePartiallyFailed -2021 "... partially failed." (409)    -> ExchangeError
+    │                                  (BadResponse on binance.com hosts, where ccxt reads its spot table)
     ├── InvalidAddress           -1102 malformed or not allowlisted address     -> BadRequest
     └── WithdrawRefused          -4026-style refusals (minimum amount, coin)    -> BadRequest
 """
@@ -115,3 +119,32 @@ class InvalidAddress(ExchangeError):
 class WithdrawRefused(ExchangeError):
     code = "withdraw_refused"
     binance_code = -4026
+
+
+class InvalidCancelRestrictions(ExchangeError):
+    code = "invalid_cancel_restrictions"
+    binance_code = -1145
+    default_message = "Invalid cancelRestrictions"
+
+
+class CancelReplaceFailed(ExchangeError):
+    """``POST /api/v3/order/cancelReplace`` did neither half: the cancel failed and the new order
+    failed or was not attempted. ``data`` is Binance's account of each half (``cancelResult``,
+    ``newOrderResult``, ``cancelResponse``, ``newOrderResponse``), rendered beside code and msg."""
+
+    code = "cancel_replace_failed"
+    binance_code = -2022
+    default_message = "Order cancel-replace failed."
+
+    def __init__(self, data: dict[str, object]) -> None:
+        super().__init__()
+        self.data = data
+
+
+class CancelReplacePartiallyFailed(CancelReplaceFailed):
+    """One half of a cancel-replace succeeded and the other failed (HTTP 409, as on Binance)."""
+
+    code = "cancel_replace_partially_failed"
+    status = 409
+    binance_code = -2021
+    default_message = "Order cancel-replace partially failed."

@@ -5,7 +5,9 @@ journal movements of every fill, all on the caller's transaction (:meth:`OrderSe
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+from keyplane.exchange import events as EV
 from keyplane.exchange import ledger as L
 from keyplane.exchange.history import OrderView
 from keyplane.exchange.markets import Market
@@ -33,7 +35,18 @@ def fee(amount: int, rate: Decimal) -> int:
     return int(amount * rate)  # rounded down, in the asset received
 
 
-def apply_fills(db: Raw, j: L.Journal, market: Market, taker: OrderView, fills: list[Fill], seq: int, now: int) -> None:
+def apply_fills(
+    db: Raw,
+    j: L.Journal,
+    market: Market,
+    taker: OrderView,
+    fills: list[Fill],
+    seq: int,
+    now: int,
+    events: list[dict[str, Any]],
+) -> None:
+    """Write ``fills`` of ``taker`` (trade ids from ``seq + 1``), and append both sides' TRADE
+    events to ``events`` (the taker's marked PARTIALLY_FILLED: the caller knows its final status)."""
     base, quote = market.base.name, market.quote.name
     trade_rows: list[dict[str, object]] = []
     fill_rows: list[dict[str, object]] = []
@@ -79,6 +92,8 @@ def apply_fills(db: Raw, j: L.Journal, market: Market, taker: OrderView, fills: 
              "id": mk.order_id}
         )  # fmt: skip
         (book_delete if left == 0 else book_reduce).append({"q": f.qty, "id": mk.order_id})
+        events.append(EV.order_event(taker.user_id, "TRADE", "PARTIALLY_FILLED", taker.id, now, tid))
+        events.append(EV.order_event(mk.user_id, "TRADE", maker_rows[-1]["st"], mk.order_id, now, tid))  # type: ignore[arg-type]
         taker.fills.append(
             {"price": mk.price, "qty": f.qty, "commission": t_fee, "commissionAsset": t_asset, "tradeId": tid}
         )

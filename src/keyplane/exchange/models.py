@@ -39,6 +39,37 @@ book_changes = sa.Table(
     sa.Column("price", sa.BigInteger, primary_key=True),
 )
 
+# What happened to each account, in commit order per order: the log the user-data streams read
+# (executionReport, outboundAccountPosition, balanceUpdate; keyplane.streams.userfeed). Written in
+# the transaction that made the change; a recent window of it is kept (pruned by the streams).
+account_events = sa.Table(
+    "ex_account_events",
+    md,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    # An order's execution type (NEW, TRADE, CANCELED, EXPIRED, TRADE_PREVENTION), or BALANCE
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=True),  # the order's status after this event
+    sa.Column("order_id", sa.BigInteger, nullable=True),
+    sa.Column("trade_id", sa.BigInteger, nullable=True),  # TRADE: the fill (ex_fills order_id, trade_id)
+    sa.Column("asset", sa.String(16), nullable=True),  # BALANCE: the asset and the signed change
+    sa.Column("delta", sa.BigInteger, nullable=True),
+)
+
+# The listenKeys of REST user-data streams (``POST /api/v3/userDataStream``): a bearer token for one
+# key's account stream, stored as its SHA-256 (a listenKey travels in a URL, so it is a secret).
+listen_keys = sa.Table(
+    "ex_listen_keys",
+    md,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("expires_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_ex_listen_keys_key", "key_id"),
+)
+
 balances = sa.Table(
     "ex_balances",
     md,
@@ -195,6 +226,8 @@ ALL_TABLES = (
     orders,
     book,
     book_changes,
+    account_events,
+    listen_keys,
     trades,
     fills,
     deposits,

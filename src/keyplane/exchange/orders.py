@@ -16,7 +16,10 @@ it on arrival; a write checks it again inside its transaction, with the market l
 before anything is applied, so that an order or a cancel that waited (for a lock, for a database
 that went silent) is refused with ``-1021`` instead of taking effect late.
 
-Here: checks and placement (matching plan, funds, the order row, the book row). Writing fills is
+A cancel of one order, of all of an account's orders in a market, or the cancel half of a
+cancel-replace is written in one place, :meth:`OrderService._cancel_open`.
+
+Here: checks and placement (matching plan, funds, the order row, the book row), and cancels. Writing fills is
 :mod:`keyplane.exchange.fills`; reading orders and fills back is :mod:`keyplane.exchange.history`.
 """
 
@@ -24,13 +27,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import exc
 
 from keyplane.db import UNAVAILABLE_ERRORS, Database
 from keyplane.errors import OutsideRecvWindow
+from keyplane.exchange import events as EV
 from keyplane.exchange import ledger as L
 from keyplane.exchange.errors import (
     CancelRejected,
@@ -40,8 +45,8 @@ from keyplane.exchange.errors import (
     KeyLimitExceeded,
     WouldTakeLiquidity,
 )
-from keyplane.exchange.fills import BOOK_DELETE, apply_fills, fee
-from keyplane.exchange.history import OPEN, OrderReads, OrderView
+from keyplane.exchange.fills import apply_fills, fee
+from keyplane.exchange.history import OPEN, ORDER_COLS, OrderReads, OrderView
 from keyplane.exchange.markets import Market, plain
 from keyplane.exchange.matching import Plan, Resting, Taker, plan
 from keyplane.exchange.params import NewOrder, check_notional
@@ -49,7 +54,10 @@ from keyplane.exchange.sql import Raw, write
 from keyplane.keys.format import mask
 
 # Re-exported: callers import them from here.
-__all__ = ["OPEN", "OrderService", "OrderView", "Placement", "RecvWindowPassed", "check_deadline", "fee", "reservation"]
+__all__ = [
+    "CANCEL_RESTRICTIONS", "OPEN", "OrderService", "OrderView", "Placement", "RecvWindowPassed", "Replaced",
+    "check_deadline", "fee", "reservation",
+]  # fmt: skip
 
 # The opposite side, best first, only as far as the taker's limit reaches (``sort_key <= :lim``):
 # an order that does not cross reads no row at all.
@@ -72,6 +80,26 @@ _BUMP_BOOK = "UPDATE ex_markets SET book_seq = book_seq + 1 WHERE symbol = :s RE
 _BOOK_CHANGE = "INSERT INTO ex_book_changes (symbol, seq, side, price) VALUES (:s, :q, :side, :p)"
 
 
+@dataclass
+class _Deferred:
+    """The logs that a transaction's orders add to (the book-change log, the account event log),
+    written once before it commits: a batch's orders share one update id per market."""
+
+    levels: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, symbol: str, levels: set[tuple[str, int]], events: list[dict[str, Any]]) -> None:
+        """One order's, once it has been applied in full (a refused order adds nothing)."""
+        if levels:
+            self.levels.setdefault(symbol, set()).update(levels)
+        self.events += events
+
+    def write(self, db: Raw) -> None:
+        for symbol, levels in sorted(self.levels.items()):
+            note_book_change(db, symbol, levels)
+        EV.append(db, self.events)
+
+
 def note_book_change(db: Raw, symbol: str, levels: set[tuple[str, int]]) -> None:
     """The book of ``symbol`` changed at these (side, price) levels, in ``db``'s transaction (the
     market locked): a new update id, and the levels it touched (keyplane.streams.hub reads both)."""
@@ -88,6 +116,15 @@ _INSERT_ORDER = (
     "cum_quote, status, client_order_id, stp, created_ms, updated_ms) VALUES (:user_id, :key_id, :symbol, :side, "
     ":type, :tif, :price, :orig_qty, :orig_quote_qty, 0, 0, 'NEW', :client_order_id, :stp, :now, :now) RETURNING id"
 )
+# Cancelling: the book row goes, and tells what the order still held; an account's open orders in a
+# market are the ones on its book.
+_UNBOOK = "DELETE FROM ex_book WHERE order_id = :id RETURNING remaining"
+_OPEN_IN_MARKET = (
+    f"SELECT {ORDER_COLS} FROM ex_orders WHERE id IN "
+    "(SELECT order_id FROM ex_book WHERE user_id = :u AND symbol = :s) ORDER BY id"
+)
+# Binance's cancelRestrictions: the only status an order may have to be cancelled.
+CANCEL_RESTRICTIONS = {"ONLY_NEW": "NEW", "ONLY_PARTIALLY_FILLED": "PARTIALLY_FILLED"}
 _INSERT_BOOK = (
     "INSERT INTO ex_book (order_id, symbol, side, sort_key, price, remaining, user_id) "
     "VALUES (:order_id, :symbol, :side, :sort_key, :price, :remaining, :user_id)"
@@ -118,6 +155,15 @@ class Placement:
     key_id: str | None = None
     max_notional: Decimal | None = None
     not_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """What :meth:`OrderService.cancel_replace` did with each half: the cancelled order, or why the
+    cancel failed; the new order, or why it was refused, or None when it was not attempted."""
+
+    canceled: OrderView | ExchangeError
+    placed: OrderView | ExchangeError | None
 
 
 def check_deadline(clock: Callable[[], float], not_after_s: float | None, what: str) -> None:
@@ -195,22 +241,28 @@ class OrderService(OrderReads):
             # batches can never wait on each other's locks (the trade sequence is re-read per order).
             for symbol in sorted({p.order.market.symbol for p in batch}):
                 self._lock_market(db, symbol)
+            # One book change per market and one insert of account events for the whole batch:
+            # per order they cost about as much as the rest of a resting order's statements.
+            deferred = _Deferred()
             for p in batch:
                 db.execute(_SAVEPOINT)
                 try:
-                    out.append(self._place(db, p, None))
+                    out.append(self._place(db, p, None, deferred))
                 except UNAVAILABLE_ERRORS:
                     raise
                 except Exception as e:  # this order only: undo its writes, keep the batch going
                     db.execute(_ROLLBACK_TO)
                     out.append(e)
                 db.execute(_RELEASE)
+            deferred.write(db)
         self._committed({v.symbol for v in out if isinstance(v, OrderView)})
         return out
 
-    def _place(self, db: Raw, req: Placement, seq: int | None) -> OrderView:
+    def _place(self, db: Raw, req: Placement, seq: int | None, deferred: _Deferred | None = None) -> OrderView:
         """The placement itself, on ``db``'s transaction (the market already locked). ``seq`` is
-        the market's trade sequence if the lock read it, else None (it is read when needed)."""
+        the market's trade sequence if the lock read it, else None (it is read when needed).
+        With ``deferred`` (a batch), its book change and account events are left there for the
+        batch to write once; without, they are written here."""
         # Last moment before anything is written, with the market lock held: a request that waited
         # past its recvWindow (for the lock, or for a database that went silent) is not applied.
         check_deadline(self.clock, req.not_after_s, "order")
@@ -274,12 +326,13 @@ class OrderService(OrderReads):
             order_id, user_id, market.symbol, order.side, order.type, order.tif, order.price, order.qty or 0,
             order.quote_qty, 0, 0, "NEW", order.client_id, order.stp, now, now,
         )  # fmt: skip
+        events = [EV.order_event(user_id, "NEW", "NEW", order_id, now)]
         if p.fills:
             if seq is None:
                 row = db.one(_READ_SEQ, {"s": market.symbol})
                 assert row is not None
                 seq = int(row[0])
-            apply_fills(db, journal, market, view, p.fills, seq, now)
+            apply_fills(db, journal, market, view, p.fills, seq, now, events)
             db.execute(_SET_SEQ, {"q": seq + len(p.fills), "s": market.symbol})
 
         view.executed_qty, view.cum_quote = p.qty, p.quote
@@ -304,17 +357,24 @@ class OrderService(OrderReads):
                     "remaining": remaining, "user_id": user_id,
                 },
             )  # fmt: skip
+        if view.status == "FILLED":  # the taker's last TRADE event filled it
+            next(e for e in reversed(events) if e["o"] == order_id)["st"] = "FILLED"
+        elif view.status not in OPEN:  # what the order did not fill expired
+            kind = "TRADE_PREVENTION" if view.status == "EXPIRED_IN_MATCH" else "EXPIRED"
+            events.append(EV.order_event(user_id, kind, view.status, order_id, now))
         touched = {(opposite, f.maker.price) for f in p.fills}
         if view.status in OPEN:  # it rests on the book
             touched.add((order.side, order.price))
-        if touched:
-            note_book_change(db, market.symbol, touched)
         consumed = p.quote if order.side == "BUY" else p.qty
         journal.move(ref, spend_asset, L.locked(user_id), L.available(user_id), reserve - consumed - held)
         if view.status != "NEW":
             args = {"q": p.qty, "c": p.quote, "st": view.status, "t": now, "id": order_id}
             db.execute(_TAKER_ORDER, args)
         journal.apply(db)
+        logs = deferred if deferred is not None else _Deferred()
+        logs.add(market.symbol, touched, events)
+        if deferred is None:
+            logs.write(db)
         return view
 
     # -- cancelling (reading: keyplane.exchange.history.OrderReads) -----------------------------
@@ -328,30 +388,123 @@ class OrderService(OrderReads):
         *,
         not_after_s: float | None = None,
     ) -> OrderView:
-        """Cancel an open order; ``RecvWindowPassed`` once ``not_after_s`` has passed (nothing changes)."""
+        """Cancel an open order of ``user_id`` (see :meth:`_open_order` for which); raises
+        ``CancelRejected`` if there is none, ``RecvWindowPassed`` once ``not_after_s`` has passed
+        (then nothing changes)."""
         with write(self.db) as db:
             self._lock_market(db, market.symbol)
             check_deadline(self.clock, not_after_s, "cancel")
-            view = self._find(db, user_id, market.symbol, order_id, client_id)
-            if view is None:
-                raise CancelRejected("Unknown order sent.")
-            if not view.is_open:
-                raise CancelRejected(
-                    f"Unknown order sent: order {view.id} is {view.status} and only open orders can be canceled."
-                )
-            row = db.one("SELECT remaining FROM ex_book WHERE order_id = :id", {"id": view.id})
-            assert row is not None
-            remaining = int(row[0])
-            now = int(self.clock() * 1000)
-            db.execute(BOOK_DELETE, {"id": view.id})
-            note_book_change(db, market.symbol, {(view.side, view.price)})
-            view.status, view.updated_ms = "CANCELED", now
-            args = {"q": view.executed_qty, "c": view.cum_quote, "st": "CANCELED", "t": now, "id": view.id}
-            db.execute(_TAKER_ORDER, args)
-            journal = L.Journal(now)
-            asset = market.quote.name if view.side == "BUY" else market.base.name
-            held = reservation(market, view.side, view.price, remaining)
-            journal.move(f"order:{view.id}", asset, L.locked(user_id), L.available(user_id), held)
-            journal.apply(db)
+            view = self._open_order(db, user_id, market, order_id, client_id)
+            self._cancel_open(db, market, [view], int(self.clock() * 1000))
         self._committed((view.symbol,))
         return view
+
+    def cancel_all(self, user_id: int, market: Market, *, not_after_s: float | None = None) -> list[OrderView]:
+        """Cancel every open order of ``user_id`` in ``market`` in one transaction, and return them,
+        oldest first. ``CancelRejected`` ("Unknown order sent.", as Binance answers) if there is
+        none; ``RecvWindowPassed`` once ``not_after_s`` has passed (then nothing changes)."""
+        with write(self.db) as db:
+            self._lock_market(db, market.symbol)
+            check_deadline(self.clock, not_after_s, "cancel")
+            views = [OrderView(*r) for r in db.all(_OPEN_IN_MARKET, {"u": user_id, "s": market.symbol})]
+            if not views:
+                raise CancelRejected("Unknown order sent.")
+            self._cancel_open(db, market, views, int(self.clock() * 1000))
+        self._committed((market.symbol,))
+        return views
+
+    def cancel_replace(
+        self,
+        market: Market,
+        order_id: int | None,
+        client_id: str | None,
+        new: Placement,
+        *,
+        allow_failure: bool = False,
+        restriction: str | None = None,
+        not_after_s: float | None = None,
+    ) -> Replaced:
+        """Cancel an open order of ``new.user_id`` in ``market`` and place ``new`` (in the same
+        market), in ONE transaction, as Binance's ``cancelReplace`` does:
+
+        - the cancel comes first, so the new order can use the funds it frees;
+        - a cancel that fails (no such open order, or ``restriction``, a ``cancelRestrictions``
+          value, excludes its status) writes nothing, and the new order is not attempted unless
+          ``allow_failure`` (``ALLOW_FAILURE``; ``STOP_ON_FAILURE`` otherwise);
+        - a new order refused for a business reason rolls back to its own savepoint, and a cancel
+          that succeeded stands (Binance's -2021 "partially failed", in either mode).
+
+        Nothing of either half is visible before the single commit, and a database failure applies
+        neither. The recvWindow is checked once, with the market locked, before either half.
+        Returns what each half did; raises only ``RecvWindowPassed`` (nothing changes) and
+        ``ServiceUnavailable``."""
+        if new.order.market.symbol != market.symbol:
+            raise ValueError("cancel_replace places its new order in the market of the order it cancels")
+        placed: OrderView | ExchangeError | None = None
+        with write(self.db) as db:
+            seq = self._lock_market(db, market.symbol)
+            check_deadline(self.clock, not_after_s, "cancel-replace")
+            canceled: OrderView | ExchangeError
+            try:
+                canceled = self._open_order(db, new.user_id, market, order_id, client_id, restriction)
+            except CancelRejected as e:
+                canceled = e
+            else:
+                self._cancel_open(db, market, [canceled], int(self.clock() * 1000))
+            if isinstance(canceled, OrderView) or allow_failure:
+                db.execute(_SAVEPOINT)
+                try:  # the deadline was checked above, for both halves
+                    placed = self._place(db, replace(new, not_after_s=None), seq)
+                except ExchangeError as e:  # this half only; a database failure is not caught
+                    db.execute(_ROLLBACK_TO)
+                    placed = e
+                db.execute(_RELEASE)
+        if isinstance(canceled, OrderView) or isinstance(placed, OrderView):
+            self._committed((market.symbol,))
+        return Replaced(canceled, placed)
+
+    def _open_order(
+        self,
+        db: Raw,
+        user_id: int,
+        market: Market,
+        order_id: int | None,
+        client_id: str | None,
+        restriction: str | None = None,
+    ) -> OrderView:
+        """The open order of ``user_id`` in ``market`` that ``order_id``, else ``client_id``, names.
+        With both, the order found by id must also have that client id (as on Binance). Raises
+        ``CancelRejected`` if there is no such order, it is no longer open, or ``restriction`` (a
+        key of ``CANCEL_RESTRICTIONS``) excludes its status."""
+        view = self._find(db, user_id, market.symbol, order_id, client_id)
+        if view is None or (order_id is not None and client_id is not None and view.client_order_id != client_id):
+            raise CancelRejected("Unknown order sent.")
+        if not view.is_open:
+            raise CancelRejected(
+                f"Unknown order sent: order {view.id} is {view.status} and only open orders can be canceled."
+            )
+        if restriction is not None and view.status != CANCEL_RESTRICTIONS[restriction]:
+            raise CancelRejected("Order was not canceled due to cancel restrictions.")
+        return view
+
+    def _cancel_open(self, db: Raw, market: Market, views: Sequence[OrderView], now: int) -> None:
+        """Cancel these open orders of ``market`` on ``db``'s transaction (the market locked): the
+        one place a cancel is written. Each leaves the book (one book change for the levels they
+        leave), becomes CANCELED (its row, its event and its view), and what it still held moves
+        back from locked to available."""
+        journal = L.Journal(now)
+        updates: list[dict[str, object]] = []
+        events = []
+        for view in views:
+            row = db.one(_UNBOOK, {"id": view.id})
+            assert row is not None  # an open order rests on the book, and the market is locked
+            asset = market.quote.name if view.side == "BUY" else market.base.name
+            held = reservation(market, view.side, view.price, int(row[0]))
+            journal.move(f"order:{view.id}", asset, L.locked(view.user_id), L.available(view.user_id), held)
+            view.status, view.updated_ms = "CANCELED", now
+            updates.append({"q": view.executed_qty, "c": view.cum_quote, "st": "CANCELED", "t": now, "id": view.id})
+            events.append(EV.order_event(view.user_id, "CANCELED", "CANCELED", view.id, now))
+        note_book_change(db, market.symbol, {(v.side, v.price) for v in views})
+        EV.append(db, events)
+        db.many(_TAKER_ORDER, updates)
+        journal.apply(db)

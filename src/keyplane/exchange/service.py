@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from keyplane.db import Database
 from keyplane.exchange.batching import GroupCommit
+from keyplane.exchange.events import AccountEvents
 from keyplane.exchange.marketdata import MarketData
 from keyplane.exchange.markets import Asset, Market, load_config
 from keyplane.exchange.orders import OrderService
@@ -38,6 +39,7 @@ class ExchangeService:
         self.group_commit = GroupCommit(self.orders)
         self.wallet = WalletService(db, assets, withdraw_step_s, clock)
         self.data = MarketData(db, clock)
+        self.events = AccountEvents(db)
         self._ensure_market_rows()
 
     @classmethod

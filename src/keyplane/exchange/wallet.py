@@ -25,6 +25,7 @@ from keyplane.audit.events import EventType
 from keyplane.audit.service import record
 from keyplane.db import Database
 from keyplane.errors import NotFound
+from keyplane.exchange import events as EV
 from keyplane.exchange import ledger as L
 from keyplane.exchange.errors import (
     BadParameter,
@@ -90,6 +91,12 @@ class WalletService:
         self.assets = assets
         self.step_ms = int(step_s * 1000)
         self.clock = clock
+        # Called after a deposit or a withdrawal commits (the user-data streams' cue).
+        self.on_commit: list[Callable[[], None]] = []
+
+    def _committed(self) -> None:
+        for listener in self.on_commit:
+            listener()
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
@@ -134,10 +141,12 @@ class WalletService:
             j = L.Journal(now)
             j.move(f"deposit:{dep_id}", asset.name, L.EXTERNAL, L.available(user_id), units)
             j.apply(db)
+            EV.append(db, [EV.balance_event(user_id, asset.name, units, now)])
             record(
                 session, EventType.DEPOSIT_CREDITED, actor=actor, user_id=user_id,
                 data={"deposit_id": int(dep_id), "coin": asset.name, "amount": asset.fmt(units), "source": source},
             )  # fmt: skip
+        self._committed()
         return {"id": int(dep_id), "coin": asset.name, "amount": asset.fmt(units), "txId": tx_id}
 
     def faucet(self, user_id: int) -> list[dict[str, object]]:
@@ -180,6 +189,7 @@ class WalletService:
             j = L.Journal(now)
             j.move(f"withdrawal:{wid}", asset.name, L.available(user_id), L.WITHDRAWING, units + asset.withdraw_fee)
             j.apply(db)
+            EV.append(db, [EV.balance_event(user_id, asset.name, -(units + asset.withdraw_fee), now)])
             if daily_cap is not None and key_id is not None:
                 total = db.one(_WITHDRAWN_SINCE, {"k": key_id, "c": asset.name, "since": now - DAY_MS})
                 assert total is not None
@@ -213,6 +223,7 @@ class WalletService:
                                        "address": address},
             )  # fmt: skip
             check_deadline(self.clock, not_after_s, "withdrawal")
+        self._committed()
         return wid
 
     def advance(self) -> int:

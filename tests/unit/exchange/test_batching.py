@@ -145,11 +145,11 @@ def test_a_database_error_inside_an_order_fails_the_whole_batch(svc, monkeypatch
     before = state(svc, buyer)
     real_place, calls = OrderService._place, []
 
-    def _place(self, db, req, seq):
+    def _place(self, db, req, *rest):
         calls.append(1)
         if len(calls) == 2:
             raise _database_error()
-        return real_place(self, db, req, seq)
+        return real_place(self, db, req, *rest)
 
     monkeypatch.setattr(OrderService, "_place", _place)
     with pytest.raises(ServiceUnavailable):
