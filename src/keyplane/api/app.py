@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from keyplane import __version__
-from keyplane.api import binance, console, errors, native, streams
+from keyplane.api import binance, console, errors, native, streams, userstream, wsapi
 from keyplane.api.state import AppState, periodic
 from keyplane.audit.failures import FailureRecorder, flush_failures, flush_once
 from keyplane.auth.broadcast import KeyChangePublisher, SubscriberStatus, subscribe_changes
@@ -35,7 +35,9 @@ _FAILURE_FLUSH_S = 1.0
 # built and before the route table is read. ``state`` carries shared pieces: the key cache, the
 # authenticator, background task factories ("tasks") and closers.
 Installer = Callable[[FastAPI, AppState], None]
-INSTALLERS: tuple[Installer, ...] = (binance.install, streams.install, native.install, console.install)
+INSTALLERS: tuple[Installer, ...] = (
+    binance.install, streams.install, userstream.install, wsapi.install, native.install, console.install,
+)  # fmt: skip
 
 
 class _HealthCheck:

@@ -8,15 +8,21 @@ connection itself is :class:`keyplane.streams.session.Session`; the fan-out, :mo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyplane.api.binance.exchange_common import write
 from keyplane.api.state import AppState
+from keyplane.auth.clientip import scope_ip
+from keyplane.auth.errors import AuthError
+from keyplane.streams import listenkeys
 from keyplane.streams.hub import Hub, RedisRelay
 from keyplane.streams.session import MAX_FRAME, Session
+from keyplane.streams.userfeed import UserStream
 
 router = APIRouter()
 log = logging.getLogger("keyplane.streams")
@@ -47,10 +53,51 @@ async def _serve(ws: WebSocket, names: list[str], combined: bool) -> None:
         await ws.accept()
         await ws.close(1011, "this server runs without an exchange: no market streams")
         return
-    await Session(ws, hub, combined, transport=ws.scope.get(_TRANSPORT)).run(names)
+    session = Session(ws, hub, combined, transport=transport_of(ws))
+    tokens = [n for n in names if listenkeys.looks_like(n)]
+    users = []
+    for token in tokens:
+        opened = await _user_stream(ws, session, token)
+        if isinstance(opened, str):
+            await ws.accept()
+            await ws.close(1008, opened)
+            return
+        users.append(opened)
+    await session.run([n for n in names if n not in tokens], users)
+
+
+async def _user_stream(ws: WebSocket, session: Session, token: str) -> UserStream | str:
+    """The account stream a listenKey opens on this connection, or why it may not."""
+    state: AppState = ws.app.state.keyplane
+    hub = state.hub
+    assert hub is not None
+    found = await asyncio.to_thread(hub.users.listen_keys.find, token)
+    if found is None:
+        return "This listenKey does not exist: it expired or was closed. Create one with POST /api/v3/userDataStream."
+    ip = scope_ip(ws.scope, state.services.settings.trusted_proxies)
+    auth = state.authenticator
+    try:
+        auth.check_stream(await auth.lookup(found.key_id), ip)
+    except AuthError as e:
+        return e.message
+    sub = session.sub
+
+    def wrap(text: str) -> str:
+        return f'{{"stream":{json.dumps(token)},"data":{text}}}' if sub.combined else text
+
+    return UserStream(
+        sub, found.user_id, found.key_id, ip, wrap,
+        terminated=lambda now_ms: {"e": "listenKeyExpired", "E": now_ms, "listenKey": token},
+        listen_digest=found.digest,
+    )  # fmt: skip
 
 
 _TRANSPORT = "keyplane.transport"
+
+
+def transport_of(ws: WebSocket) -> Any:
+    """The connection's socket, if the server exposes it (:class:`StreamSocket`), else None."""
+    return ws.scope.get(_TRANSPORT)
 
 
 class StreamSocket:
@@ -87,6 +134,24 @@ async def combined_streams(ws: WebSocket) -> None:
     await _serve(ws, names, combined=True)
 
 
+def _guard_user_streams(state: AppState, hub: Hub) -> None:
+    """A user-data stream lives only while its key may read its account from the connection's
+    address: the pipeline's own rule (``Authenticator.check_stream``), asked again whenever the key
+    cache drops a key and every ``userfeed.GUARD_S``."""
+    auth = state.authenticator
+
+    async def check(key_id: str, ip: str | None) -> str | None:
+        try:
+            auth.check_stream(await auth.lookup(key_id), ip)
+        except AuthError as e:
+            return e.message
+        return None
+
+    hub.users.guard_check = check
+    state.cache.on_evict.append(hub.users.keys_changed)
+    state.tasks.append(hub.users.guard)
+
+
 def install(app: FastAPI, state: AppState) -> None:
     app.include_router(router)
     hub, settings = state.hub, state.services.settings
@@ -95,13 +160,16 @@ def install(app: FastAPI, state: AppState) -> None:
     exchange = state.services.exchange
     assert exchange is not None  # a hub exists only with an exchange
     exchange.orders.on_commit.append(hub.poke)
+    exchange.wallet.on_commit.append(hub.account_changed)
     state.tasks.append(hub.run)
+    _guard_user_streams(state, hub)
 
     async def prune() -> None:  # the book-change log the diff-depth streams read, kept bounded
         while True:
             await asyncio.sleep(_PRUNE_EVERY_S)
             try:
                 await write(exchange, exchange.data.prune_book_changes)  # the exchange's one writer
+                await write(exchange, exchange.events.prune)
             except Exception as e:
                 log.warning("pruning the book-change log failed: %s", type(e).__name__)
 

@@ -9,7 +9,8 @@ keyplane changes nothing, because its socket address is not a trusted proxy.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -48,3 +49,14 @@ def client_ip(
             return hop_ip
         ip = hop_ip
     return ip
+
+
+def scope_ip(scope: Mapping[str, Any], trusted_proxies: Sequence[IPNetwork]) -> str | None:
+    """The client's address for an ASGI connection (HTTP or WebSocket), as text."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if not trusted_proxies:
+        return peer
+    forwarded = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
+    ip = client_ip(peer, forwarded, trusted_proxies)
+    return None if ip is None else str(ip)

@@ -57,6 +57,9 @@ class KeyCache:
         self.max_staleness_s = max_staleness_s
         self.last_fresh = clock()
         self.generation = 0  # bumped on every eviction, so an in-flight load cannot resurrect a stale entry
+        # Called (on the loop) after keys are evicted: whatever holds a key beyond one request (an
+        # open user-data stream) checks it again (keyplane.streams.userfeed).
+        self.on_evict: list[Callable[[], None]] = []
 
     def check_fresh(self) -> None:
         if self.max_staleness_s is not None and self._clock() - self.last_fresh > self.max_staleness_s:
@@ -110,11 +113,17 @@ class KeyCache:
         for pid in public_ids:
             self._entries.pop(pid, None)
             self._negative.pop(pid, None)
+        self._evicted()
 
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
         self._negative.clear()
+        self._evicted()
+
+    def _evicted(self) -> None:
+        for listener in self.on_evict:
+            listener()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -18,9 +18,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane.auth.admission import Admission
-from keyplane.auth.clientip import IPNetwork, client_ip
+from keyplane.auth.clientip import IPNetwork, scope_ip
 from keyplane.auth.errors import AuthError, BodyTooLarge
-from keyplane.auth.pipeline import Authenticator
+from keyplane.auth.pipeline import AuthContext, Authenticator
 from keyplane.auth.routes import RouteRule, RouteTable
 from keyplane.errors import KeyplaneError
 
@@ -59,10 +59,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _headers(scope: Scope, name: bytes) -> list[str]:
-    return [v.decode("latin-1") for k, v in scope["headers"] if k == name]
-
-
 async def read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -96,12 +92,7 @@ class SignedRequestMiddleware:
         self.max_body = max_body_bytes
 
     def client_ip(self, scope: Scope) -> str | None:
-        client = scope.get("client")
-        peer = client[0] if client else None
-        if not self.trusted:
-            return peer
-        ip = client_ip(peer, _headers(scope, b"x-forwarded-for"), self.trusted)
-        return None if ip is None else str(ip)
+        return scope_ip(scope, self.trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,11 +135,15 @@ class SignedRequestMiddleware:
                 key_id = _header(scope, b"x-mbx-apikey")
             auth = self.auth
             auth.check_lockout(ip)
-            req = auth.read(rule, scope, body)
-            # A cached key and an in-process gate: no I/O, so no coroutine.
-            ctx = auth.authenticate_now(req, scope["method"], rule, ip)
-            if ctx is None:
-                ctx = await auth.authenticate(req, scope["method"], rule, ip)
+            ctx: AuthContext | None
+            if rule.key_only:
+                ctx = await auth.authenticate_key(key_id, rule, ip)
+            else:
+                req = auth.read(rule, scope, body)
+                # A cached key and an in-process gate: no I/O, so no coroutine.
+                ctx = auth.authenticate_now(req, scope["method"], rule, ip)
+                if ctx is None:
+                    ctx = await auth.authenticate(req, scope["method"], rule, ip)
         except AuthError as e:
             self.auth.count_failure(e, key_id=key_id, ip=ip, route=scope["path"], method=scope["method"])
             await send_error(send, e, rule.dialect)

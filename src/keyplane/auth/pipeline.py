@@ -64,6 +64,9 @@ def _has(scopes: frozenset[Scope]) -> str:
     return ", ".join(names) if names else "no scopes"
 
 
+_STREAM_SCOPES = frozenset({Scope.READ, Scope.TRADE})
+
+
 def _ms(value: float) -> str:
     return f"{int(value)}"
 
@@ -247,6 +250,19 @@ class Authenticator:
                     f"{symbol or '(none)'}: it may trade only {', '.join(rec.restrictions.symbols)}"
                 )
 
+    def check_stream(self, rec: KeyRecord, client_ip: str | None) -> None:
+        """May ``rec`` read its account's user-data stream from ``client_ip``: the rule a stream is
+        opened with, and kept open by (keyplane.streams.userfeed asks again whenever the key
+        changes). The key must work (status, expiry), accept the address (IP allowlist), and hold
+        a scope that reads the account's orders: read or trade (a withdraw-only key sees nothing)."""
+        self.check_key_state(rec, self.clock())
+        self.check_ip(rec, client_ip)
+        if not rec.scopes & _STREAM_SCOPES:
+            raise E.ScopeMissing(
+                f"API key {keyformat.mask(rec.public_id)} has no operation privilege for user data streams: "
+                f"they need the 'read' or the 'trade' scope and the key has {_has(rec.scopes)}"
+            )
+
     # -- the pipeline ----------------------------------------------------------------------------
 
     def check_lockout(self, client_ip: str | None) -> None:
@@ -272,6 +288,12 @@ class Authenticator:
             )
         s = self.settings
         return httpsig.read(scope, body, s.httpsig_past_s, s.httpsig_future_s)
+
+    def read_ws(self, params: dict[str, str], state_changing: bool) -> SignedRequest:
+        """Parse a WebSocket API request's parameters (keyplane.api.wsapi) in the Binance dialect."""
+        return binance.read_ws(
+            params, state_changing, self._recv_window_default, self._recv_window_max, self._future_ms
+        )
 
     async def lookup(self, key_id: str) -> KeyRecord:
         self.cache.check_fresh()
@@ -364,6 +386,30 @@ class Authenticator:
             self.reject_replay(req, e)
         self.usage.touch(rec.public_id, now_s, client_ip)
         return AuthContext(rec, req.params, client_ip, rule, req.dialect, admission, req.not_after_s)
+
+    async def authenticate_key(
+        self, key_header: str | None, rule: RouteRule, client_ip: str | None, params: dict[str, str] | None = None
+    ) -> AuthContext:
+        """A request whose key was proven without a signature on it: Binance's USER_STREAM routes
+        (``RouteRule.key_only``, the listenKey routes, which clients call with the API key alone:
+        :meth:`check_stream`), and requests on a WebSocket API session whose key logged on with a
+        signature (``session.logon``: any rule). Every check of :meth:`check` that does not need a
+        signature: status and expiry, IP allowlist, scope and symbol; then the gate's rate limits
+        (no replay token: nothing here is signed)."""
+        key_id = key_header.strip() if key_header else None
+        rec = self.cache.hot(key_id) if key_id else None
+        if rec is None:
+            rec = await self.lookup(self.check_key_format(key_header))
+        params = params or {}
+        if rule.key_only:
+            self.check_stream(rec, client_ip)
+        else:
+            self.check_key_state(rec, self.clock())
+            self.check_ip(rec, client_ip)
+            self.check_scope(rec, rule, params)
+        admission = await self.gate.admit(rec.public_id, client_ip or "-", rule, None, 0.0)
+        self.usage.touch(rec.public_id, self.clock(), client_ip)
+        return AuthContext(rec, params, client_ip, rule, "binance", admission)
 
     def count_failure(self, error: E.AuthError, *, key_id: str | None, ip: str | None, route: str, method: str) -> None:
         self.failures[error.code] = self.failures.get(error.code, 0) + 1

@@ -6,7 +6,7 @@ the table once at start-up; unsigned routes pay one dict lookup.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -29,16 +29,36 @@ class RouteRule:
     # Check the key's symbol allowlist against the request's ``symbol`` parameter.
     symbol_restricted: bool = False
     name: str = ""
+    # Binance's USER_STREAM security: the API key alone, no signature (the listenKey routes); the
+    # key must be one that may read its account's user-data stream (Authenticator.check_stream).
+    key_only: bool = False
 
 
 def signed(
-    scope: Scope | None, *, dialect: Dialect = "binance", weight: int = 1, symbol_restricted: bool = False
+    scope: Scope | None,
+    *,
+    dialect: Dialect = "binance",
+    weight: int = 1,
+    symbol_restricted: bool = False,
+    key_only: bool = False,
 ) -> Callable[[F], F]:
     def mark(fn: F) -> F:
-        setattr(fn, ATTR, RouteRule(scope, dialect, weight, symbol_restricted, fn.__name__))
+        setattr(fn, ATTR, RouteRule(scope, dialect, weight, symbol_restricted, fn.__name__, key_only))
         return fn
 
     return mark
+
+
+def walk(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """(full path, route) of every route, inside included routers too (FastAPI keeps an included
+    router as one lazy node: walk into it with its prefix)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            context = getattr(route, "include_context", None)
+            yield from walk(included.routes, prefix + str(getattr(context, "prefix", "") or ""))
+        elif isinstance(route, Route):
+            yield prefix + route.path, route
 
 
 def _never() -> None:  # the endpoint of a route used only for path matching
@@ -58,18 +78,11 @@ class RouteTable:
         return table
 
     def _add(self, routes: Iterable[BaseRoute], prefix: str) -> None:
-        for route in routes:
-            # FastAPI keeps an included router as one lazy node; walk into it with its prefix.
-            included = getattr(route, "original_router", None)
-            if included is not None:
-                context = getattr(route, "include_context", None)
-                self._add(included.routes, prefix + str(getattr(context, "prefix", "") or ""))
-                continue
+        for path, route in walk(routes, prefix):
             endpoint = getattr(route, "endpoint", None)
             rule = getattr(endpoint, ATTR, None)
             if rule is None or not isinstance(route, Route):
                 continue
-            path = prefix + route.path
             methods = route.methods or {"GET"}
             if "{" in path:
                 self._patterns.append((Route(path, endpoint=_never, methods=list(methods)), rule))

@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,84 +34,22 @@ from keyplane.exchange.service import ExchangeService
 from keyplane.streams import payloads as P
 from keyplane.streams.frames import text_frame
 from keyplane.streams.names import Stream
+from keyplane.streams.subscriber import MAX_BUFFER, MAX_QUEUE, Subscriber
+from keyplane.streams.userfeed import UserFeed
+
+__all__ = ["MAX_BUFFER", "MAX_QUEUE", "Hub", "RedisRelay", "Subscriber"]
 
 log = logging.getLogger("keyplane.streams")
 
 FAST_S = 0.1  # the fastest depth streams (@100ms); trades and book tickers go out at every read
 BOOK_LEVELS = 5000  # as deep as REST depth answers: a book kept from diff depth matches it
 TRADES_PER_READ = 1000
-MAX_QUEUE = 1000  # messages a client may fall behind before it is disconnected
-MAX_BUFFER = 1 << 20  # or bytes unsent on its socket, when the hub writes to it directly
 
 Levels = list[tuple[int, int]]
 
 
 def _text(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"))
-
-
-class Subscriber:
-    """One connection as the hub sees it: its streams and its bounded outbox.
-
-    With the connection's socket at hand (``transport``: uvicorn's, see keyplane.api.streams), the
-    hub writes each event's frame, built once per event, straight to it, every frame a round gives
-    one subscriber in one write; a subscriber whose socket has more than ``MAX_BUFFER`` bytes
-    unsent is disconnected. Without it (another ASGI server), messages wait in ``outbox`` for the
-    connection's send loop, at most ``max_queue`` of them."""
-
-    def __init__(self, combined: bool = False, max_queue: int = MAX_QUEUE, transport: Any = None) -> None:
-        self.combined = combined
-        self.streams: dict[str, Stream] = {}
-        self.max_queue = max_queue
-        self.transport = transport
-        self.pending: list[bytes] = []
-        self.outbox: deque[str] = deque()
-        self.ready = asyncio.Event()  # the outbox has something
-        self.closing: tuple[int, str] | None = None
-        self.closed = asyncio.Event()  # set once the connection must end: read ``closing``
-
-    def put(self, text: str, frame: bytes | None = None) -> None:
-        """Queue one message (``frame``: the same, framed, if the caller has built it)."""
-        if self.closing is not None:
-            return
-        if self.transport is not None:
-            self.pending.append(frame or text_frame(text.encode()))
-            return
-        if len(self.outbox) >= self.max_queue:
-            self.close(1008, f"client too slow: {self.max_queue} messages waiting; read faster")
-            return
-        self.outbox.append(text)
-        if not self.ready.is_set():
-            self.ready.set()
-
-    def flush(self) -> None:
-        """Write what :meth:`put` queued for the socket, in one write."""
-        if not self.pending or self.closing is not None:
-            self.pending.clear()
-            return
-        data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
-        self.pending.clear()
-        t = self.transport
-        if t.is_closing():
-            self.close(1006, "")
-            return
-        t.write(data)
-        if t.get_write_buffer_size() > MAX_BUFFER:
-            self.close(1008, f"client too slow: over {MAX_BUFFER} bytes unread; read faster")
-
-    async def take(self) -> list[str]:
-        """Everything in the outbox, once there is something."""
-        await self.ready.wait()
-        self.ready.clear()
-        out = list(self.outbox)
-        self.outbox.clear()
-        return out
-
-    def close(self, code: int, reason: str) -> None:
-        if self.closing is None:
-            self.closing = (code, reason)
-            self.pending.clear()
-            self.closed.set()
 
 
 @dataclass
@@ -167,6 +105,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self.reads = 0  # market reads done, for tests and benchmarks
+        self.users = UserFeed(exchange, clock)  # the user-data streams, cued by the same commits
 
     # -- subscriptions (on the loop) -------------------------------------------------------------
 
@@ -212,6 +151,7 @@ class Hub:
 
     def drop(self, sub: Subscriber) -> None:
         self.unsubscribe(sub, list(sub.streams))
+        self.users.drop(sub)
 
     def _symbols_of(self, s: Stream) -> list[str]:
         return list(self.ex.markets) if s.symbol is None else [s.symbol]
@@ -233,8 +173,14 @@ class Hub:
         if local and self.publish is not None:
             self._to_publish.update(symbols)
         self._dirty.update(s for s in symbols if s in self._markets)
-        if self._dirty or self._to_publish:
+        if self.users.active:  # every commit may have written account events
+            self.users.dirty = True
+        if self._dirty or self._to_publish or self.users.dirty:
             self._kick()
+
+    def account_changed(self) -> None:
+        """A commit wrote account events but changed no market (a deposit, a withdrawal): any thread."""
+        self.poke(("",))
 
     def _kick(self) -> None:
         if self._wake is not None:
@@ -273,6 +219,13 @@ class Hub:
     async def _step(self, now: float, tick: bool) -> float:
         """One round: plan the reads, run them on a worker thread, send. Returns how long the next
         wait may last (shorter when a market's book is due again within ``FAST_S``)."""
+        if self.users.active and (self.users.dirty or tick):
+            try:
+                await self.users.step(self._touched)
+            finally:
+                touched, self._touched = self._touched, set()
+                for sub in touched:
+                    sub.flush()
         plans: dict[str, tuple[bool, bool, bool, list[str]]] = {}
         wait = self.poll_s
         kinds = self._kinds()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyplane.exchange.events import AccountEvent
 from keyplane.exchange.formats import ticker_json
 from keyplane.exchange.marketdata import Candle, Ticker
-from keyplane.exchange.markets import Market
+from keyplane.exchange.markets import Asset, Market
 from keyplane.exchange.rows import PublicTrade
 
 Levels = list[tuple[int, int]]
@@ -81,3 +82,44 @@ def mini_ticker(m: Market, t: Ticker, now_ms: int) -> dict[str, Any]:
         "h": m.price_text(t.high), "l": m.price_text(t.low), "v": m.qty_text(t.volume),
         "q": m.quote.fmt(t.quote_volume),
     }  # fmt: skip
+
+
+# -- user data -------------------------------------------------------------------------------------
+
+
+def execution_report(m: Market, ev: AccountEvent, now_ms: int) -> dict[str, Any]:
+    """Binance's ``executionReport`` for one order event (keyplane.exchange.events)."""
+    o, f = ev.order, ev.fill
+    assert o is not None
+    z, cum = ev.cumulative
+    trade = f is not None
+    fee_asset = None if f is None else f.commission_asset
+    fee_units = m.base if fee_asset == m.base.name else m.quote
+    return {
+        "e": "executionReport", "E": now_ms, "s": o.symbol, "c": o.client_order_id, "S": o.side, "o": o.type,
+        "f": o.tif, "q": m.qty_text(o.orig_qty), "p": m.price_text(o.price), "P": m.price_text(0),
+        "F": m.qty_text(0), "g": -1, "C": o.client_order_id if ev.kind == "CANCELED" else "", "x": ev.kind,
+        "X": ev.status, "r": "NONE", "i": ev.order_id, "l": m.qty_text(f.qty if f else 0), "z": m.qty_text(z),
+        "L": m.price_text(f.price if f else 0), "n": fee_units.fmt(f.commission) if f else "0", "N": fee_asset,
+        "T": ev.ts, "t": ev.trade_id if trade else -1, "I": ev.id, "w": ev.status in ("NEW", "PARTIALLY_FILLED"),
+        "m": bool(f and f.is_maker), "M": trade, "O": o.created_ms, "Z": m.quote.fmt(cum),
+        "Y": m.quote.fmt(f.quote_qty if f else 0), "Q": m.quote.fmt(o.orig_quote_qty), "W": o.created_ms,
+        "V": o.stp,
+    }  # fmt: skip
+
+
+def account_position(
+    assets: dict[str, Asset], balances: dict[str, tuple[int, int]], ts: int, now_ms: int
+) -> dict[str, Any]:
+    """Binance's ``outboundAccountPosition``: the balances of the assets an update changed."""
+    return {
+        "e": "outboundAccountPosition", "E": now_ms, "u": ts,
+        "B": [{"a": a, "f": assets[a].fmt(free), "l": assets[a].fmt(locked)} for a, (free, locked) in balances.items()],
+    }  # fmt: skip
+
+
+def balance_update(asset: Asset, ev: AccountEvent, now_ms: int) -> dict[str, Any]:
+    """Binance's ``balanceUpdate``: a deposit (positive) or a withdrawal (negative)."""
+    delta = ev.delta or 0
+    text = asset.fmt(abs(delta))
+    return {"e": "balanceUpdate", "E": now_ms, "a": asset.name, "d": text if delta >= 0 else "-" + text, "T": ev.ts}

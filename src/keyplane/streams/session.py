@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from keyplane.streams.hub import Hub, Subscriber
 from keyplane.streams.names import BadStream, Stream, parse
+from keyplane.streams.userfeed import UserStream
 
 MAX_STREAMS = 1024
 MAX_MESSAGES_PER_S = 5
@@ -32,7 +33,7 @@ MAX_LIFETIME_S = 24 * 3600.0
 _CLOSE_TIMEOUT_S = 1.0
 
 
-class _Refused(Exception):
+class Refused(Exception):
     def __init__(self, code: int, msg: str) -> None:
         super().__init__(msg)
         self.code, self.msg = code, msg
@@ -50,6 +51,8 @@ def streams_of(names: Sequence[str], symbols: Sequence[str]) -> list[Stream]:
 
 
 class Session:
+    max_messages_per_s = MAX_MESSAGES_PER_S
+
     def __init__(
         self, ws: WebSocket, hub: Hub, combined: bool, *, transport: Any = None, lifetime_s: float = MAX_LIFETIME_S
     ) -> None:
@@ -59,15 +62,26 @@ class Session:
         self._recent: deque[float] = deque()
         self.client_left = False
 
-    async def run(self, initial: Sequence[str]) -> None:
-        """Accept, subscribe to ``initial`` (the URL's streams), and serve until either side ends."""
-        await self.ws.accept()
+    async def run(self, initial: Sequence[str], users: Sequence[UserStream] = ()) -> None:
+        """Accept, subscribe to ``initial`` (the URL's streams) and ``users`` (its listenKeys'
+        account streams, already checked), and serve until either side ends. The account streams
+        start before the handshake completes: an event that commits once the client is connected
+        reaches it."""
+        for user in users:
+            await self.hub.users.subscribe(user)
+        try:
+            await self.ws.accept()
+        except BaseException:
+            self.hub.drop(self.sub)
+            raise
         try:
             streams = streams_of(initial, list(self.hub.ex.markets))
         except BadStream as e:
+            self.hub.drop(self.sub)
             await self._close(1008, str(e))
             return
         if len(streams) > MAX_STREAMS:
+            self.hub.drop(self.sub)
             await self._close(1008, f"too many streams: at most {MAX_STREAMS} on one connection")
             return
         await self.hub.subscribe(self.sub, streams)
@@ -85,6 +99,9 @@ class Session:
             self.hub.drop(self.sub)
         code, reason = self.sub.closing or (1000, "connection open for 24 hours: reconnect")
         if not self.client_left:
+            if self.sub.final is not None:  # the last message, on the ASGI path
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.ws.send_text(self.sub.final), _CLOSE_TIMEOUT_S)
             await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
@@ -110,8 +127,8 @@ class Session:
                 self._recent.append(now)
                 while self._recent and now - self._recent[0] >= 1.0:
                     self._recent.popleft()
-                if len(self._recent) > MAX_MESSAGES_PER_S:
-                    self.sub.close(1008, f"too many messages: at most {MAX_MESSAGES_PER_S} a second")
+                if len(self._recent) > self.max_messages_per_s:
+                    self.sub.close(1008, f"too many messages: at most {self.max_messages_per_s} a second")
                     return
                 text = message.get("text") or ""
                 if len(text) > MAX_FRAME:
@@ -140,11 +157,11 @@ class Session:
         ident = raw_id if good_id else None
         try:
             if not isinstance(doc, dict):
-                raise _Refused(2, "Invalid request: a request is a JSON object with 'method' and 'id'")
+                raise Refused(2, "Invalid request: a request is a JSON object with 'method' and 'id'")
             if not good_id:
-                raise _Refused(1, "Invalid value type: 'id' must be an unsigned integer, a string or null")
+                raise Refused(1, "Invalid value type: 'id' must be an unsigned integer, a string or null")
             return {"result": await self._method(doc), "id": ident}
-        except _Refused as e:
+        except Refused as e:
             return {"error": {"code": e.code, "msg": e.msg}, "id": ident}
 
     async def _method(self, doc: dict[str, Any]) -> Any:
@@ -152,34 +169,34 @@ class Session:
         params = doc.get("params", [])
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-                raise _Refused(1, "Invalid value type: 'params' must be a list of stream names")
+                raise Refused(1, "Invalid value type: 'params' must be a list of stream names")
             try:
                 streams = streams_of(params, list(self.hub.ex.markets))
             except BadStream as e:
-                raise _Refused(2, f"Invalid request: {e}") from None
+                raise Refused(2, f"Invalid request: {e}") from None
             if method == "UNSUBSCRIBE":  # valid names not subscribed are ignored, as on Binance
                 self.hub.unsubscribe(self.sub, [s.name for s in streams])
                 return None
             new = {s.name for s in streams} - set(self.sub.streams)
             if len(self.sub.streams) + len(new) > MAX_STREAMS:
-                raise _Refused(2, f"Invalid request: too many streams, at most {MAX_STREAMS} on one connection")
+                raise Refused(2, f"Invalid request: too many streams, at most {MAX_STREAMS} on one connection")
             await self.hub.subscribe(self.sub, streams)
             return None
         if method == "LIST_SUBSCRIPTIONS":
             return list(self.sub.streams)
         if method in ("SET_PROPERTY", "GET_PROPERTY"):
             if not isinstance(params, list) or not params or not isinstance(params[0], str):
-                raise _Refused(1, "Invalid value type: 'params' must be [property] or [property, value]")
+                raise Refused(1, "Invalid value type: 'params' must be [property] or [property, value]")
             if params[0] != "combined":
-                raise _Refused(0, f"Unknown property {params[0][:32]!r}: the only property is 'combined'")
+                raise Refused(0, f"Unknown property {params[0][:32]!r}: the only property is 'combined'")
             if method == "GET_PROPERTY":
                 return self.sub.combined
             if len(params) != 2 or not isinstance(params[1], bool):
-                raise _Refused(1, "Invalid value type: expected Boolean")
+                raise Refused(1, "Invalid value type: expected Boolean")
             self.sub.combined = params[1]
             return None
         shown = method[:32] if isinstance(method, str) else type(method).__name__
-        raise _Refused(
+        raise Refused(
             2,
             f"Invalid request: unknown method {shown!r}; use SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, "
             "SET_PROPERTY or GET_PROPERTY",

@@ -292,3 +292,37 @@ def decode_base64(signature: str) -> bytes:
     if binascii.b2a_base64(raw, newline=False) != text.encode("ascii"):
         raise SignatureEncoding("an Ed25519 signature must be the canonical base64 of its 64 bytes")
     return raw
+
+
+def read_ws(
+    params: dict[str, str], state_changing: bool, recv_window_default: int, recv_window_max: int, future_ms: int
+) -> SignedRequest:
+    """A WebSocket API request (``/ws-api/v3``) as the pipeline checks it, like :func:`read` for
+    REST. Its parameters are a JSON object, each value as the client spelled it; ``apiKey`` names
+    the key and the signed payload is every parameter but ``signature``, sorted by name, as
+    ``name=value`` joined by ``&`` (Binance's WebSocket API rule). An Ed25519 signature comes in
+    plain base64 here: its "+" is not a form's space."""
+    text = params.get("signature")
+    if text is None:
+        raise SignatureMissing("mandatory parameter 'signature' was not sent")
+    rest = {k: v for k, v in params.items() if k != "signature"}
+    payload = "&".join(f"{k}={rest[k]}" for k in sorted(rest)).encode("utf-8")
+    signature, algorithm = _decode(text if len(text) == 64 else text.replace("+", "%2B"))
+    rw_text = rest.get("recvWindow")
+    recv_window_ms = recv_window_default if rw_text is None else _recv_window(rw_text, recv_window_max)
+    signed_at = _timestamp(rest.get("timestamp")) / 1000.0
+    return SignedRequest(
+        "binance",
+        rest.get("apiKey"),
+        payload,
+        signature,
+        algorithm,
+        signature.hex(),
+        state_changing,
+        signed_at,
+        signed_at - future_ms / 1000.0,
+        signed_at + recv_window_ms / 1000.0,
+        rest,
+        None,
+        text,
+    )
