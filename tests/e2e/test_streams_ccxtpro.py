@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -21,8 +22,8 @@ from typing import Any
 import ccxt
 import pytest
 
-from keyplane.accounts.stepup import StepUp
 from keyplane.client import ccxt_async_exchange, ccxt_pro_exchange
+from kptest import streams
 from kptest.exchange import D, ExchangeServer, check_invariants, clear_books, exchange_server
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +33,7 @@ WAIT_S = 10.0  # the deadline of every wait for a stream update
 
 @pytest.fixture(scope="module")
 def xs(make_settings) -> Iterator[ExchangeServer]:
-    suffix = "W" + "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(2))
-    with exchange_server(make_settings(), suffix) as srv:
+    with exchange_server(make_settings(), streams.market_suffix("W")) as srv:
         yield srv
 
 
@@ -44,27 +44,16 @@ def _empty_books(xs: ExchangeServer) -> Iterator[None]:
     clear_books(xs.services)
 
 
-def run(coro: Coroutine[Any, Any, Any], timeout: float = 40.0) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = functools.partial(streams.run, timeout=40.0)
 
 
 def _user(xs: ExchangeServer, **credit: str) -> Any:
-    user = xs.services.accounts.create_user(f"p{secrets.token_hex(6)}@example.com", "correct horse battery staple")
-    for asset, amount in credit.items():
-        xs.services.exchange.wallet.credit(user.id, xs.a(asset), amount)
-    return user
+    """A funded account (``BTC=...`` credits this server's BTC) and its read + trade HMAC key."""
+    _, issued = streams.trading_account(xs.services, **{xs.a(asset): amount for asset, amount in credit.items()})
+    return issued
 
 
-def _trader(xs: ExchangeServer, user: Any) -> Any:
-    svc = xs.services
-    issued = svc.keys.create(
-        user.id,
-        scopes=("read", "trade"),
-        restrictions=svc.keys.build_restrictions(),
-        key_type="hmac",
-        public_key=None,
-        step_up=StepUp.operator(),
-    )
+def _trader(xs: ExchangeServer, issued: Any) -> Any:
     return ccxt_async_exchange(xs.url, issued.info.api_key, issued.secret, timeout=10000)
 
 
@@ -78,7 +67,7 @@ async def clients(xs: ExchangeServer, *users: Any, watchers: int = 1) -> AsyncIt
         for ex in (*pros, *traders):
             await ex.load_markets()
         for pro in pros:
-            assert pro.urls["api"]["ws"]["spot"] == "ws" + xs.url[len("http") :] + "/ws"
+            assert pro.urls["api"]["ws"]["spot"] == streams.ws_url(xs.url) + "/ws"
         yield (*pros, *traders)
     finally:
         for ex in (*pros, *traders):

@@ -19,7 +19,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,10 +32,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from keyplane.accounts.stepup import StepUp
 from keyplane.exchange.markets import DEFAULT_CONFIG
 from kptest.clients import hmac_sign, now_ms
-from kptest.exchange import ExchangeServer, exchange_server
+from kptest.exchange import ExchangeServer, exchange_server, unique_markets_file
+from kptest.streams import market_suffix, run, trading_account, ws_url
 
 D = Decimal
 WAIT_S = 5.0  # the deadline of every wait for a frame
@@ -84,13 +84,10 @@ class Mkt:
 
 
 def _markets_file(path: Path, suffix: str) -> tuple[Path, list[Mkt]]:
-    """The default markets with every asset renamed ``<asset><suffix>``, and FILLERS markets
-    ``F<nn><suffix>/USDT<suffix>`` with BTC/USDT's filters."""
-    assets = {name + suffix: entry for name, entry in DEFAULT_CONFIG["assets"].items()}
-    markets = {
-        m["base"] + suffix + m["quote"] + suffix: {**m, "base": m["base"] + suffix, "quote": m["quote"] + suffix}
-        for m in DEFAULT_CONFIG["markets"].values()
-    }
+    """The default markets with every asset renamed ``<asset><suffix>`` (kptest.exchange), and
+    FILLERS markets ``F<nn><suffix>/USDT<suffix>`` with BTC/USDT's filters."""
+    doc = json.loads(unique_markets_file(path, suffix).read_text())
+    assets, markets = doc["assets"], doc["markets"]
     quote = "USDT" + suffix
     template = DEFAULT_CONFIG["markets"]["BTCUSDT"]
     fillers = []
@@ -112,7 +109,7 @@ class Streams:
 
     @property
     def ws(self) -> str:
-        return "ws" + self.xs.url[len("http") :]
+        return ws_url(self.xs.url)
 
     def market(self) -> Mkt:
         """A filler market no other test has traded on."""
@@ -121,18 +118,13 @@ class Streams:
 
 @pytest.fixture(scope="module")
 def st(make_settings, tmp_path_factory) -> Iterator[Streams]:
-    suffix = "S" + "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(2))
+    suffix = market_suffix("S")
     path, fillers = _markets_file(tmp_path_factory.mktemp("streams") / "markets.json", suffix)
     with exchange_server(make_settings(markets_file=path)) as srv:
         srv.suffix = suffix
         ex = srv.services.exchange
         assert ex is not None
         yield Streams(srv, fillers, iter(fillers), sorted(ex.markets))
-
-
-def run(coro: Coroutine[Any, Any, Any], timeout: float = 45.0) -> Any:
-    """Runs a test body on a loop of its own, with an overall deadline."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 # -- trading over REST -------------------------------------------------------------------------------
@@ -142,19 +134,7 @@ class Trader:
     """A funded user with an HMAC trade key, placing orders through the Binance REST surface."""
 
     def __init__(self, st: Streams, http: httpx.AsyncClient, **credit: str) -> None:
-        svc = st.xs.services
-        assert svc.exchange is not None
-        user = svc.accounts.create_user(f"w{secrets.token_hex(6)}@example.com", "correct horse battery staple")
-        for asset, amount in credit.items():
-            svc.exchange.wallet.credit(user.id, asset, amount)
-        issued = svc.keys.create(
-            user.id,
-            scopes=("read", "trade"),
-            restrictions=svc.keys.build_restrictions(),
-            key_type="hmac",
-            public_key=None,
-            step_up=StepUp.operator(),
-        )
+        _, issued = trading_account(st.xs.services, **credit)
         self.key, self.secret, self.http = issued.info.api_key, issued.secret, http
 
     def _signed(self, params: dict[str, Any]) -> str:
