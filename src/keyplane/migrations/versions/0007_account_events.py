@@ -33,7 +33,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_ex_account_events"),
     )
 
-
     op.create_table(
         "ex_listen_keys",
         sa.Column("digest", sa.String(64), nullable=False),
