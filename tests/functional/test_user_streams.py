@@ -580,3 +580,55 @@ def test_session_logout_returns_to_signed_requests(xs: ExchangeServer) -> None:
         await c.ws.close()
 
     run(body())
+
+
+def test_conditional_orders_and_order_lists_stream_their_lifecycle(xs: ExchangeServer) -> None:
+    """A stop is NEW and not working while armed, NEW again and working once a trade fires it, then
+    trades; an OCO streams a listStatus when it starts and when it is all done, and its legs'
+    executionReports name the list. All placed through the WebSocket API."""
+    owner = Account(xs, BTC="1")
+    market, other = Account(xs, BTC="1", USDT="100000"), Account(xs, BTC="1", USDT="100000")
+    s = sym(xs)
+
+    async def body() -> None:
+        conn = await api(xs)
+        assert (await conn.call("userDataStream.subscribe.signature", owner.sign({})))["status"] == 200
+        market.rest("POST", "/api/v3/order", symbol=s, side="SELL", type="LIMIT", timeInForce="GTC",
+                    quantity="0.01", price="30000")  # fmt: skip
+        other.rest("POST", "/api/v3/order", symbol=s, side="BUY", type="MARKET", quantity="0.01")  # last: 30000
+        placed = await conn.call("order.place", owner.sign(
+            {"symbol": s, "side": "SELL", "type": "STOP_LOSS_LIMIT", "timeInForce": "GTC", "quantity": "0.1",
+             "price": "28900", "stopPrice": "29000"}))  # fmt: skip
+        assert placed["status"] == 200, placed
+        stop_id = placed["result"]["orderId"]
+        armed = await conn.event(lambda e: e["e"] == "executionReport" and e["i"] == stop_id)
+        assert (armed["x"], armed["o"], armed["P"], armed["w"]) == ("NEW", "STOP_LOSS_LIMIT", "29000.00000000", False)
+        assert "W" not in armed
+        market.rest("POST", "/api/v3/order", symbol=s, side="BUY", type="LIMIT", timeInForce="GTC",
+                    quantity="0.11", price="29000")  # fmt: skip
+        other.rest("POST", "/api/v3/order", symbol=s, side="SELL", type="MARKET", quantity="0.01")  # trades at 29000
+        fill = await conn.event(lambda e: e["e"] == "executionReport" and e["i"] == stop_id and e["x"] == "TRADE")
+        assert fill["X"] == "FILLED" and fill["L"] == "29000.00000000" and fill["m"] is False
+        kinds = [(e["event"]["x"], e["event"]["w"]) for e in conn.events
+                 if e["event"]["e"] == "executionReport" and e["event"]["i"] == stop_id]  # fmt: skip
+        assert kinds == [("NEW", False), ("NEW", True), ("TRADE", False)], kinds
+
+        listed = await conn.call("orderList.place.oco", owner.sign(
+            {"symbol": s, "side": "SELL", "quantity": "0.1", "aboveType": "LIMIT_MAKER", "abovePrice": "35000",
+             "belowType": "STOP_LOSS", "belowStopPrice": "25000"}))  # fmt: skip
+        assert listed["status"] == 200, listed
+        list_id = listed["result"]["orderListId"]
+        started = await conn.event(lambda e: e["e"] == "listStatus" and e["l"] == "EXEC_STARTED")
+        assert started["g"] == list_id and started["L"] == "EXECUTING" and started["c"] == "OCO"
+        assert [o["i"] for o in started["O"]] == [o["orderId"] for o in listed["result"]["orders"]]
+        status = await conn.call("orderList.status", owner.sign({"orderListId": list_id}))
+        assert status["result"]["listStatusType"] == "EXEC_STARTED"
+        await conn.call("orderList.cancel", owner.sign({"symbol": s, "orderListId": list_id}))
+        done = await conn.event(lambda e: e["e"] == "listStatus" and e["l"] == "ALL_DONE")
+        assert done["g"] == list_id and done["L"] == "ALL_DONE"
+        legs = [e["event"] for e in conn.events if e["event"]["e"] == "executionReport" and e["event"]["g"] == list_id]
+        assert sorted(e["x"] for e in legs) == ["CANCELED", "CANCELED", "NEW", "NEW"]
+        await conn.ws.close()
+
+    run(body())
+    check_invariants(xs.services)

@@ -3,6 +3,7 @@ hand-signed requests, and the ledger invariants every test can assert."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from urllib.parse import urlencode
 import httpx
 from sqlalchemy import text
 
+from keyplane.exchange.errors import CancelRejected
 from keyplane.exchange.orders import reservation
 from keyplane.services import Services, build_services
 from keyplane.settings import Settings
@@ -72,14 +74,25 @@ def exchange_server(settings: Settings, suffix: str = "") -> Iterator[ExchangeSe
 
 
 def clear_books(svc: Services) -> None:
-    """Cancel every resting order, so that tests sharing a database start from empty books."""
+    """Cancel every resting order and every armed conditional order, so that tests sharing a
+    database start from empty books."""
     ex = svc.exchange
     assert ex is not None
     with svc.db.read() as s:
-        rows = s.connection().execute(text("SELECT order_id, user_id, symbol FROM ex_book")).all()
+        rows = (
+            s.connection()
+            .execute(
+                text(
+                    "SELECT order_id, user_id, symbol FROM ex_book UNION SELECT order_id, user_id, symbol FROM ex_triggers"
+                )
+            )
+            .all()
+        )
     for order_id, user_id, symbol in rows:
         if symbol in ex.markets:  # other services' markets are theirs to clear
-            ex.orders.cancel(user_id, ex.markets[symbol], order_id, None)
+            # (the other leg of an order list already cancelled: this one went with it)
+            with contextlib.suppress(CancelRejected):
+                ex.orders.cancel(user_id, ex.markets[symbol], order_id, None)
 
 
 def signed_request(
@@ -111,7 +124,8 @@ def check_invariants(svc: Services) -> None:
     - per asset, every account except ``external`` sums to deposits minus completed withdrawals;
     - each user's balance row equals the sum of that user's ledger entries;
     - no balance is negative;
-    - each user's locked balance equals the reservations of their open orders;
+    - each user's locked balance equals the reservations of their open orders (resting ones and
+      armed conditional ones);
     - no book is crossed.
     """
     ex = svc.exchange
@@ -152,6 +166,12 @@ def check_invariants(svc: Services) -> None:
             m = ex.markets[symbol]
             asset = m.quote.name if side == "BUY" else m.base.name
             held[(uid, asset)] = held.get((uid, asset), 0) + reservation(m, side, price, remaining)
+        for uid, symbol, side, amount in c.execute(text("SELECT user_id, symbol, side, held FROM ex_triggers")):
+            if symbol not in ex.markets:
+                continue
+            m = ex.markets[symbol]
+            asset = m.quote.name if side == "BUY" else m.base.name
+            held[(uid, asset)] = held.get((uid, asset), 0) + amount
         for uid, asset, avail, locked in c.execute(text("SELECT user_id, asset, available, locked FROM ex_balances")):
             assert avail >= 0 and locked >= 0
             if asset not in ex.assets:

@@ -4,6 +4,7 @@ ccxt raise the matching exception (research/clients.md §1.4).
     ExchangeError (KeyplaneError)
     ├── UnknownSymbol            -1121 "Invalid symbol."                        -> BadSymbol
     ├── BadParameter             -1102 missing or malformed parameter           -> BadRequest
+    │   └── NotRequired          -1106 a parameter this order type does not take -> BadRequest
     ├── IllegalCharacters        -1100 negative or non-numeric amount           -> BadRequest
     ├── TooPrecise               -1111 more decimals than the asset has          -> BadRequest
     ├── FilterFailure            -1013 "Filter failure: PRICE_FILTER|LOT_SIZE"  -> InvalidOrder
@@ -12,8 +13,10 @@ ccxt raise the matching exception (research/clients.md §1.4).
     │   ├── InsufficientBalance        exact Binance text                       -> InsufficientFunds
     │   ├── DuplicateOrder             "Duplicate order sent."
     │   ├── WouldTakeLiquidity         LIMIT_MAKER that would cross             -> OrderImmediatelyFillable
+    │   ├── WouldTrigger               a stop already met by the last trade      -> OrderImmediatelyFillable
     │   └── KeyLimitExceeded           over a key's max notional / daily cap    -> PermissionDenied
     ├── OrderNotFound            -2013 "Order does not exist."                  -> OrderNotFound
+    ├── OrderListNotFound        -2013 "Order list does not exist."             -> OrderNotFound
     ├── CancelRejected           -2011 unknown or already final order           -> OrderNotFound
     ├── InvalidCancelRestrictions -1145 "Invalid cancelRestrictions"            -> BadRequest
     ├── CancelReplaceFailed      -2022 "Order cancel-replace failed." (+ data)  -> ExchangeError
@@ -51,6 +54,11 @@ class UnknownSymbol(ExchangeError):
 class BadParameter(ExchangeError):
     code = "bad_parameter"
     binance_code = -1102
+
+
+class NotRequired(BadParameter):
+    code = "parameter_not_required"
+    binance_code = -1106
 
 
 class IllegalCharacters(ExchangeError):
@@ -92,6 +100,14 @@ class WouldTakeLiquidity(OrderRejected):
     default_message = "Order would immediately match and take."
 
 
+class WouldTrigger(OrderRejected):
+    """A conditional order whose stop price the market has already reached (Binance refuses it
+    rather than firing it at once)."""
+
+    code = "would_trigger"
+    default_message = "Stop price would trigger immediately."
+
+
 class KeyLimitExceeded(OrderRejected):
     """A per-key restriction (max notional, daily withdrawal cap). The message contains "has no
     operation privilege", which ccxt maps to PermissionDenied."""
@@ -104,6 +120,12 @@ class OrderNotFound(ExchangeError):
     code = "order_not_found"
     binance_code = -2013
     default_message = "Order does not exist."
+
+
+class OrderListNotFound(ExchangeError):
+    code = "order_list_not_found"
+    binance_code = -2013
+    default_message = "Order list does not exist."
 
 
 class CancelRejected(ExchangeError):

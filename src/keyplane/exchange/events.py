@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyplane.db import Database
+from keyplane.exchange.history import OrderListView, find_list
 from keyplane.exchange.sql import Raw, read, write
 
 BALANCE = "BALANCE"
@@ -32,10 +33,10 @@ _INSERT = (
 _AFTER = (
     "SELECT e.id, e.user_id, e.ts, e.kind, e.status, e.order_id, e.trade_id, e.asset, e.delta, "
     "o.symbol, o.side, o.type, o.tif, o.price, o.orig_qty, o.orig_quote_qty, o.client_order_id, o.stp, "
-    "o.created_ms, o.executed_qty, o.cum_quote, "
+    "o.created_ms, o.executed_qty, o.cum_quote, o.stop_price, o.trailing_delta, o.working_ms, o.list_id, "
     "f.price, f.qty, f.quote_qty, f.commission, f.commission_asset, f.is_maker "
     "FROM ex_account_events e "
-    "LEFT JOIN ex_orders o ON o.id = e.order_id "
+    "LEFT JOIN ex_orders o ON o.id = e.order_id AND e.kind <> 'LIST_STATUS' "
     "LEFT JOIN ex_fills f ON e.kind = 'TRADE' AND f.order_id = e.order_id AND f.trade_id = e.trade_id "
     "WHERE e.id > :after ORDER BY e.id LIMIT :n"
 )
@@ -51,6 +52,14 @@ def order_event(
     user_id: int, kind: str, status: str, order_id: int, ts: int, trade_id: int | None = None
 ) -> dict[str, Any]:
     return {"u": user_id, "ts": ts, "k": kind, "st": status, "o": order_id, "t": trade_id, "a": None, "d": None}
+
+
+LIST_STATUS = "LIST_STATUS"
+
+
+def list_event(user_id: int, status: str, list_id: int, ts: int) -> dict[str, Any]:
+    """An order list's ``listStatus`` (``status``: EXEC_STARTED or ALL_DONE); ``order_id`` holds the list's id."""
+    return {"u": user_id, "ts": ts, "k": LIST_STATUS, "st": status, "o": list_id, "t": None, "a": None, "d": None}
 
 
 def balance_event(user_id: int, asset: str, delta: int, ts: int) -> dict[str, Any]:
@@ -79,6 +88,10 @@ class OrderFields:
     created_ms: int
     executed_qty: int
     cum_quote: int
+    stop_price: int = 0
+    trailing_delta: int = 0
+    working_ms: int | None = None  # None while a conditional order waits for its trigger
+    list_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +119,15 @@ class AccountEvent:
     fill: FillFields | None = None
     # TRADE: the order's executed quantity and quote as of this fill; other order events: as now
     cumulative: tuple[int, int] = (0, 0)
+    order_list: OrderListView | None = None  # LIST_STATUS: the list, as it is now
 
 
 def _order(r: Sequence[object]) -> OrderFields:
-    symbol, side, type_, tif, price, qty, quote_qty, client_id, stp, created, executed, cum = r
+    symbol, side, type_, tif, price, qty, quote_qty, client_id, stp, created, executed, cum, sp, td, working, lst = r
     return OrderFields(
         str(symbol), str(side), str(type_), str(tif), int(price), int(qty), int(quote_qty),  # type: ignore[call-overload]
-        str(client_id), str(stp), int(created), int(executed), int(cum),  # type: ignore[call-overload]
+        str(client_id), str(stp), int(created), int(executed), int(cum), int(sp), int(td),  # type: ignore[call-overload]
+        None if working is None else int(working), None if lst is None else int(lst),  # type: ignore[call-overload]
     )  # fmt: skip
 
 
@@ -137,11 +152,11 @@ class AccountEvents:
                 ids.append(int(r[0]))
                 if not users(int(r[1])):
                     continue
-                order = None if r[9] is None else _order(r[9:21])
+                order = None if r[9] is None else _order(r[9:25])
                 fill = (
                     None
-                    if r[21] is None
-                    else FillFields(int(r[21]), int(r[22]), int(r[23]), int(r[24]), str(r[25]), bool(r[26]))
+                    if r[25] is None
+                    else FillFields(int(r[25]), int(r[26]), int(r[27]), int(r[28]), str(r[29]), bool(r[30]))
                 )
                 cumulative = (0, 0)
                 if r[3] == "TRADE" and r[6] is not None:
@@ -149,10 +164,13 @@ class AccountEvents:
                     cumulative = (int(c[0]), int(c[1])) if c else (0, 0)
                 elif order is not None and r[3] != "NEW":
                     cumulative = (order.executed_qty, order.cum_quote)
+                order_list = None
+                if r[3] == LIST_STATUS and r[5] is not None:
+                    order_list = find_list(db, int(r[1]), int(r[5]), None)
                 out.append(
                     AccountEvent(
                         int(r[0]), int(r[1]), int(r[2]), str(r[3]), r[4], r[5], r[6], r[7],
-                        None if r[8] is None else int(r[8]), order, fill, cumulative,
+                        None if r[8] is None else int(r[8]), order, fill, cumulative, order_list,
                     )
                 )  # fmt: skip
         return ids, out

@@ -25,6 +25,7 @@ class Resting:
     price: int
     remaining: int
     sort_key: int
+    sibling: int | None = None  # the other leg of its OCO list: a trade of this order cancels it
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class Taker:
     user_id: int
     side: str  # BUY | SELL
     limit: int | None  # None: a market order
-    qty: int | None  # None: a market buy by quote amount
+    qty: int | None  # None: a market order by quote amount
     quote_budget: int | None = None
     stp: str = "EXPIRE_TAKER"
 

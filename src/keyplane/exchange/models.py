@@ -102,7 +102,7 @@ orders = sa.Table(
     sa.Column("key_id", sa.String(64), nullable=True),
     sa.Column("symbol", sa.String(20), nullable=False),
     sa.Column("side", sa.String(4), nullable=False),
-    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("type", sa.String(20), nullable=False),  # TAKE_PROFIT_LIMIT is 17 characters
     sa.Column("tif", sa.String(4), nullable=False),
     sa.Column("price", sa.BigInteger, nullable=False),  # 0 for market orders
     sa.Column("orig_qty", sa.BigInteger, nullable=False),
@@ -114,7 +114,56 @@ orders = sa.Table(
     sa.Column("stp", sa.String(16), nullable=False),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    # Conditional orders (STOP_LOSS[_LIMIT], TAKE_PROFIT[_LIMIT]): the trigger price (0: none) and
+    # the trailing delta in basis points (0: none). ``working_ms`` is when the order started to work
+    # (placed, for a plain order; triggered, for a conditional one); NULL while a trigger is armed.
+    sa.Column("stop_price", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("trailing_delta", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("working_ms", sa.BigInteger, nullable=True),
+    sa.Column("list_id", sa.BigInteger, nullable=True),  # the order list (OCO) it belongs to
     sa.UniqueConstraint("user_id", "client_order_id", name="uq_ex_orders_client_id"),
+    sa.Index("ix_ex_orders_list", "list_id"),
+)
+
+# Order lists: an OCO pair ("one cancels the other") of orders in one market. When either leg
+# trades or fires, or is cancelled, the other is cancelled in the same transaction.
+order_lists = sa.Table(
+    "ex_order_lists",
+    md,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("symbol", sa.String(20), nullable=False),
+    sa.Column("client_list_id", sa.String(36), nullable=False),
+    sa.Column("contingency", sa.String(8), nullable=False),  # OCO
+    sa.Column("status", sa.String(16), nullable=False),  # EXEC_STARTED | ALL_DONE (Binance's listStatusType)
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("user_id", "client_list_id", name="uq_ex_order_lists_client_id"),
+    sa.Index("ix_ex_order_lists_user", "user_id", "id"),
+)
+
+# The armed triggers of conditional orders: one row per order that waits for its stop price, read
+# after every trade in its market (keyplane.exchange.triggers). ``direction`` UP fires on a trade at
+# or above ``stop_price``, DOWN at or below. A trailing order (``trail_bips``) is active once its
+# activation price (``stop_price``) has traded, or at once without one; ``extreme`` is then the best
+# price traded since (highest for a sell, lowest for a buy), and it fires when a trade retraces
+# ``trail_bips`` from it. ``held`` is what the order keeps locked while it waits (an
+# OCO leg: what its list needs beyond what the other leg holds).
+triggers = sa.Table(
+    "ex_triggers",
+    md,
+    sa.Column("order_id", BigId, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("symbol", sa.String(20), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    sa.Column("direction", sa.String(4), nullable=False),
+    sa.Column("stop_price", sa.BigInteger, nullable=True),
+    sa.Column("trail_bips", sa.Integer, nullable=True),
+    sa.Column("extreme", sa.BigInteger, nullable=True),
+    sa.Column("held", sa.BigInteger, nullable=False),
+    sa.Column("sibling", sa.BigInteger, nullable=True),  # the other leg of its OCO list, or NULL
+    sa.Index("ix_ex_triggers_price", "symbol", "direction", "stop_price"),
+    sa.Index("ix_ex_triggers_user", "user_id", "symbol"),
 )
 
 book = sa.Table(
@@ -128,6 +177,8 @@ book = sa.Table(
     sa.Column("price", sa.BigInteger, nullable=False),
     sa.Column("remaining", sa.BigInteger, nullable=False),
     sa.Column("user_id", sa.Integer, nullable=False),
+    # The other leg of the order's OCO list (its trade cancels that leg), or NULL.
+    sa.Column("sibling", sa.BigInteger, nullable=True),
     sa.CheckConstraint("remaining > 0", name="remaining_pos"),
     sa.Index("ix_ex_book_match", "symbol", "side", "sort_key", "order_id"),
     sa.Index("ix_ex_book_user", "user_id", "symbol"),
@@ -224,7 +275,9 @@ ALL_TABLES = (
     balances,
     ledger,
     orders,
+    order_lists,
     book,
+    triggers,
     book_changes,
     account_events,
     listen_keys,

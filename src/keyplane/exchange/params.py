@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyplane import parsing
-from keyplane.exchange.errors import BadParameter, FilterFailure, IllegalCharacters, UnknownSymbol
+from keyplane.exchange.errors import BadParameter, FilterFailure, IllegalCharacters, NotRequired, UnknownSymbol
 from keyplane.exchange.markets import Asset, Market, to_units
 
 _CLIENT_ID_RE = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
@@ -20,7 +20,11 @@ _SYMBOLS_RULE = '^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$'
 _SYMBOLS_RE = re.compile(r'\[\s*("[A-Za-z0-9._-]{1,20}"\s*(,\s*"[A-Za-z0-9._-]{1,20}"\s*)*)?\]', re.ASCII)
 _SYMBOL_RE = re.compile(r'"([A-Za-z0-9._-]{1,20})"', re.ASCII)
 _MAX_SYMBOLS = 100
-ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET")
+ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
+# A conditional order waits for its trigger, then works as the plain type it names here.
+CONDITIONAL = {"STOP_LOSS": "MARKET", "TAKE_PROFIT": "MARKET", "STOP_LOSS_LIMIT": "LIMIT", "TAKE_PROFIT_LIMIT": "LIMIT"}
+# Binance's TRAILING_DELTA filter: the trailing delta in basis points, for either direction.
+TRAILING_DELTA = (10, 2000)
 STP_MODES = ("EXPIRE_TAKER", "NONE")
 
 
@@ -101,15 +105,30 @@ class NewOrder:
     type: str
     tif: str
     price: int  # 0 for market orders
-    qty: int | None  # None: a market buy by quote amount
+    qty: int | None  # None: a market order by quote amount
     quote_qty: int
     client_id: str
     stp: str
     resp_type: str
+    stop_price: int = 0  # a conditional order's trigger (or trailing activation) price; 0: none
+    trailing_delta: int = 0  # a trailing order's delta in basis points; 0: none
+
+    @property
+    def working_type(self) -> str:
+        """What the order works as once it works: a conditional order's plain type, else its own."""
+        return CONDITIONAL.get(self.type, self.type)
 
     @property
     def limit(self) -> int | None:
-        return None if self.type == "MARKET" else self.price
+        return None if self.working_type == "MARKET" else self.price
+
+    @property
+    def conditional(self) -> bool:
+        return self.type in CONDITIONAL
+
+    def triggered(self) -> NewOrder:
+        """The order as it works once its trigger fired."""
+        return replace(self, type=self.working_type, stop_price=0, trailing_delta=0)
 
 
 def _check_range(
@@ -160,16 +179,25 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
     resp_type = text_param(params, "newOrderRespType", "FULL").upper()
     if resp_type not in ("ACK", "RESULT", "FULL"):
         raise BadParameter(f"Invalid newOrderRespType {resp_type[:10]!r}: use ACK, RESULT or FULL.")
+    stop_price, trailing_delta = _trigger_params(params, market, otype)
     tif = "GTC"
     price = 0
     qty: int | None = None
     quote_qty = 0
-    if otype == "MARKET":
+    if otype in ("STOP_LOSS", "TAKE_PROFIT"):
+        if params.get("quoteOrderQty"):
+            raise NotRequired(
+                f"Parameter 'quoteOrderQty' sent when not required: a {otype} order is sized by 'quantity'."
+            )
+        text = mandatory(params, "quantity")
+        qty = to_units(text, "quantity", market.base)
+        _check_qty(market, qty, text)
+        if stop_price:
+            check_notional(market, market.notional(qty, stop_price))
+    elif otype == "MARKET":
         if params.get("quantity") and params.get("quoteOrderQty"):
             raise BadParameter("Send either 'quantity' or 'quoteOrderQty' for a MARKET order, not both.")
-        if params.get("quoteOrderQty"):
-            if side != "BUY":
-                raise BadParameter("'quoteOrderQty' is supported for MARKET BUY orders; sell by 'quantity'.")
+        if params.get("quoteOrderQty"):  # a buy spends it; a sell sells as much as brings it in
             quote_qty = to_units(params["quoteOrderQty"], "quoteOrderQty", market.quote)
             check_notional(market, quote_qty)
         else:
@@ -177,7 +205,7 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
             qty = to_units(text, "quantity", market.base)
             _check_qty(market, qty, text)
     else:
-        if otype == "LIMIT":
+        if otype in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
             tif = mandatory(params, "timeInForce").upper()
             if tif not in ("GTC", "IOC", "FOK"):
                 raise BadParameter(f"Invalid timeInForce {tif[:10]!r}: use GTC, IOC or FOK.")
@@ -188,7 +216,32 @@ def parse_new_order(params: dict[str, str], markets: dict[str, Market]) -> NewOr
         _check_range("PRICE_FILTER", "price", ptext, price, bounds, "tick size", market.quote)
         _check_qty(market, qty, qtext)
         check_notional(market, market.notional(qty, price))
-    return NewOrder(market, side, otype, tif, price, qty, quote_qty, client_id, stp, resp_type)
+    return NewOrder(
+        market, side, otype, tif, price, qty, quote_qty, client_id, stp, resp_type, stop_price, trailing_delta
+    )
+
+
+def _trigger_params(params: dict[str, str], market: Market, otype: str) -> tuple[int, int]:
+    """``stopPrice`` and ``trailingDelta`` of a conditional order (it needs one or both); a plain
+    order that sends either is refused (-1106), as on Binance."""
+    stop_text, delta_text = params.get("stopPrice", ""), params.get("trailingDelta", "")
+    if otype not in CONDITIONAL:
+        for name, text in (("stopPrice", stop_text), ("trailingDelta", delta_text)):
+            if text != "":
+                raise NotRequired(f"Parameter '{name}' sent when not required: a {otype} order has no trigger.")
+        return 0, 0
+    if stop_text == "" and delta_text == "":
+        raise BadParameter(f"A {otype} order needs 'stopPrice', 'trailingDelta' or both.")
+    stop_price = 0
+    if stop_text != "":
+        stop_price = to_units(stop_text, "stopPrice", market.quote)
+        bounds = (market.min_price, market.max_price, market.tick)
+        _check_range("PRICE_FILTER", "stopPrice", stop_text, stop_price, bounds, "tick size", market.quote)
+    trailing_delta = int_param(params, "trailingDelta", 0) or 0
+    lo, hi = TRAILING_DELTA
+    if delta_text != "" and not lo <= trailing_delta <= hi:
+        raise FilterFailure("TRAILING_DELTA", f"trailingDelta {trailing_delta} is outside {lo} to {hi} basis points")
+    return stop_price, trailing_delta
 
 
 # -- market data and history queries ------------------------------------------------------------
@@ -274,3 +327,91 @@ def window_size_param(params: dict[str, str]) -> int:
         if int(m[1]) <= most:
             return int(m[1]) * unit_ms
     raise BadParameter(f"Invalid windowSize {raw[:16]!r}: use 1m to 59m, 1h to 23h, or 1d to 7d.")
+
+
+# -- order lists (OCO) --------------------------------------------------------------------------
+
+# The legs an OCO may have, by side: the one priced above the market and the one below. A sell
+# takes profit above and stops its loss below; a buy stops above and takes profit below.
+_OCO_LEGS = {
+    "SELL": (("LIMIT_MAKER", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"), ("STOP_LOSS", "STOP_LOSS_LIMIT")),
+    "BUY": (("STOP_LOSS", "STOP_LOSS_LIMIT"), ("LIMIT_MAKER", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrderList:
+    """An OCO: two orders of one side and quantity, one priced above the market, one below."""
+
+    market: Market
+    side: str
+    below: NewOrder
+    above: NewOrder
+    client_list_id: str
+    resp_type: str
+
+
+def _client_id(params: dict[str, str], name: str) -> str:
+    value = text_param(params, name) or "kp" + secrets.token_hex(11)
+    if not _CLIENT_ID_RE.fullmatch(value):
+        raise BadParameter(f"Parameter '{name}' must be 1-36 characters of letters, digits and . : / _ -")
+    return value
+
+
+def parse_oco(params: dict[str, str], markets: dict[str, Market]) -> NewOrderList:
+    """``POST /api/v3/orderList/oco``: ``aboveType``/``belowType`` and each leg's ``*Price``,
+    ``*StopPrice``, ``*TrailingDelta``, ``*TimeInForce`` and ``*ClientOrderId``. Each leg is
+    checked as the order it is (filters, prices, trigger parameters), by the same parser as a
+    single order."""
+    market = market_of(params, markets)
+    side = mandatory(params, "side").upper()
+    if side not in _OCO_LEGS:
+        raise BadParameter(f"Invalid side {side[:10]!r}: use BUY or SELL.")
+    legs = []
+    for where, allowed in zip(("above", "below"), _OCO_LEGS[side], strict=True):
+        otype = mandatory(params, f"{where}Type").upper()
+        if otype not in allowed:
+            raise BadParameter(f"Invalid {where}Type {otype[:20]!r} for a {side} OCO: use {' or '.join(allowed)}.")
+        leg = {"symbol": market.symbol, "side": side, "type": otype, "quantity": params.get("quantity", "")}
+        for suffix, name in (("Price", "price"), ("StopPrice", "stopPrice"), ("TrailingDelta", "trailingDelta"),
+                             ("TimeInForce", "timeInForce"), ("ClientOrderId", "newClientOrderId")):  # fmt: skip
+            if params.get(where + suffix, "") != "":
+                leg[name] = params[where + suffix]
+        for name in ("selfTradePreventionMode", "newOrderRespType"):
+            if params.get(name, "") != "":
+                leg[name] = params[name]
+        legs.append(parse_new_order(leg, markets))
+    above, below = legs
+    if above.client_id == below.client_id:
+        raise BadParameter("The two orders of an order list need different client order ids.")
+    resp_type = above.resp_type
+    return NewOrderList(market, side, below, above, _client_id(params, "listClientOrderId"), resp_type)
+
+
+def parse_legacy_oco(params: dict[str, str], markets: dict[str, Market]) -> NewOrderList:
+    """``POST /api/v3/order/oco`` (Binance's earlier OCO endpoint): a LIMIT_MAKER at ``price`` and
+    a stop at ``stopPrice`` (a STOP_LOSS_LIMIT at ``stopLimitPrice`` when that is sent, else a
+    STOP_LOSS), as :func:`parse_oco` takes them."""
+    side = mandatory(params, "side").upper()
+    if side not in _OCO_LEGS:
+        raise BadParameter(f"Invalid side {side[:10]!r}: use BUY or SELL.")
+    limit_at, stop_at = ("above", "below") if side == "SELL" else ("below", "above")
+    out = {k: v for k, v in params.items() if k in ("symbol", "quantity", "listClientOrderId",
+                                                   "selfTradePreventionMode", "newOrderRespType")}  # fmt: skip
+    out["side"] = side
+    out[f"{limit_at}Type"] = "LIMIT_MAKER"
+    out[f"{limit_at}Price"] = mandatory(params, "price")
+    if params.get("limitClientOrderId"):
+        out[f"{limit_at}ClientOrderId"] = params["limitClientOrderId"]
+    out[f"{stop_at}StopPrice"] = params.get("stopPrice", "")
+    if params.get("trailingDelta"):
+        out[f"{stop_at}TrailingDelta"] = params["trailingDelta"]
+    if params.get("stopLimitPrice"):
+        out[f"{stop_at}Type"] = "STOP_LOSS_LIMIT"
+        out[f"{stop_at}Price"] = params["stopLimitPrice"]
+        out[f"{stop_at}TimeInForce"] = mandatory(params, "stopLimitTimeInForce")
+    else:
+        out[f"{stop_at}Type"] = "STOP_LOSS"
+    if params.get("stopClientOrderId"):
+        out[f"{stop_at}ClientOrderId"] = params["stopClientOrderId"]
+    return parse_oco(out, markets)

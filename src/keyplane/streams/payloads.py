@@ -95,16 +95,35 @@ def execution_report(m: Market, ev: AccountEvent, now_ms: int) -> dict[str, Any]
     trade = f is not None
     fee_asset = None if f is None else f.commission_asset
     fee_units = m.base if fee_asset == m.base.name else m.quote
-    return {
+    # On the book: an open order that works (a conditional order, from its trigger on).
+    working = ev.status in ("NEW", "PARTIALLY_FILLED") and o.working_ms is not None and ev.ts >= o.working_ms
+    doc = {
         "e": "executionReport", "E": now_ms, "s": o.symbol, "c": o.client_order_id, "S": o.side, "o": o.type,
-        "f": o.tif, "q": m.qty_text(o.orig_qty), "p": m.price_text(o.price), "P": m.price_text(0),
-        "F": m.qty_text(0), "g": -1, "C": o.client_order_id if ev.kind == "CANCELED" else "", "x": ev.kind,
+        "f": o.tif, "q": m.qty_text(o.orig_qty), "p": m.price_text(o.price), "P": m.price_text(o.stop_price),
+        "F": m.qty_text(0), "g": -1 if o.list_id is None else o.list_id,
+        "C": o.client_order_id if ev.kind == "CANCELED" else "", "x": ev.kind,
         "X": ev.status, "r": "NONE", "i": ev.order_id, "l": m.qty_text(f.qty if f else 0), "z": m.qty_text(z),
         "L": m.price_text(f.price if f else 0), "n": fee_units.fmt(f.commission) if f else "0", "N": fee_asset,
-        "T": ev.ts, "t": ev.trade_id if trade else -1, "I": ev.id, "w": ev.status in ("NEW", "PARTIALLY_FILLED"),
+        "T": ev.ts, "t": ev.trade_id if trade else -1, "I": ev.id, "w": working,
         "m": bool(f and f.is_maker), "M": trade, "O": o.created_ms, "Z": m.quote.fmt(cum),
-        "Y": m.quote.fmt(f.quote_qty if f else 0), "Q": m.quote.fmt(o.orig_quote_qty), "W": o.created_ms,
-        "V": o.stp,
+        "Y": m.quote.fmt(f.quote_qty if f else 0), "Q": m.quote.fmt(o.orig_quote_qty), "V": o.stp,
+    }  # fmt: skip
+    if working:
+        doc["W"] = o.working_ms
+    if o.trailing_delta:
+        doc["d"] = o.trailing_delta
+    return doc
+
+
+def list_status(ev: AccountEvent, now_ms: int) -> dict[str, Any]:
+    """Binance's ``listStatus`` for an order list's event: started, or all done."""
+    ol = ev.order_list
+    assert ol is not None
+    started = ev.status == "EXEC_STARTED"
+    return {
+        "e": "listStatus", "E": now_ms, "s": ol.symbol, "g": ol.id, "c": ol.contingency, "l": ev.status,
+        "L": "EXECUTING" if started else "ALL_DONE", "r": "NONE", "C": ol.client_list_id, "T": ev.ts,
+        "O": [{"s": o.symbol, "i": o.id, "c": o.client_order_id} for o in ol.orders],
     }  # fmt: skip
 
 

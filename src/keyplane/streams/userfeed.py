@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from keyplane.exchange.events import BALANCE, AccountEvent, EventCursor
+from keyplane.exchange.events import BALANCE, LIST_STATUS, AccountEvent, EventCursor
 from keyplane.exchange.service import ExchangeService
 from keyplane.streams import payloads as P
 from keyplane.streams.listenkeys import ListenKeys
@@ -144,6 +144,8 @@ class UserFeed:
         if ev.kind == BALANCE:
             asset = self.ex.assets.get(ev.asset or "")
             return None if asset is None else P.balance_update(asset, ev, now_ms)
+        if ev.kind == LIST_STATUS:
+            return None if ev.order_list is None else P.list_status(ev, now_ms)
         market = self.ex.markets.get(ev.order.symbol) if ev.order else None
         return None if market is None else P.execution_report(market, ev, now_ms)
 

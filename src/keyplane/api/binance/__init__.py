@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from keyplane.api.binance import account, capital, compat, general, market, trading
+from keyplane.api.binance import account, capital, compat, general, lists, market, trading
 from keyplane.api.state import AppState, periodic
 
 # Each module's router is included straight into the app: every extra level of router nesting
@@ -12,6 +12,7 @@ from keyplane.api.state import AppState, periodic
 # (order placement) comes first; no two routers share a path.
 ROUTERS: tuple[APIRouter, ...] = (
     trading.router,
+    lists.router,
     general.router,
     account.router,
     market.router,

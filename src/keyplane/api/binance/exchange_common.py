@@ -52,7 +52,7 @@ def order_json(v: OrderView, market: Market, *, full: bool = False) -> dict[str,
     doc: dict[str, Any] = {
         "symbol": v.symbol,
         "orderId": v.id,
-        "orderListId": -1,
+        "orderListId": -1 if v.list_id is None else v.list_id,
         "clientOrderId": v.client_order_id,
         "price": market.price_text(v.price),
         "origQty": market.qty_text(v.orig_qty),
@@ -64,9 +64,14 @@ def order_json(v: OrderView, market: Market, *, full: bool = False) -> dict[str,
         "side": v.side,
         "selfTradePreventionMode": v.stp,
     }
+    if v.stop_price:
+        doc["stopPrice"] = market.price_text(v.stop_price)
+    if v.trailing_delta:
+        doc["trailingDelta"] = v.trailing_delta
+    working_time = -1 if v.working_ms is None else v.working_ms
     if full:
         doc["transactTime"] = v.created_ms
-        doc["workingTime"] = v.created_ms
+        doc["workingTime"] = working_time
         doc["fills"] = [
             {
                 "price": market.price_text(int(f["price"])),
@@ -82,12 +87,12 @@ def order_json(v: OrderView, market: Market, *, full: bool = False) -> dict[str,
     else:
         doc.update(
             {
-                "stopPrice": "0.00000000",
+                "stopPrice": market.price_text(v.stop_price),
                 "icebergQty": "0.00000000",
                 "time": v.created_ms,
                 "updateTime": v.updated_ms,
-                "isWorking": v.is_open,
-                "workingTime": v.created_ms,
+                "isWorking": v.is_working,
+                "workingTime": working_time,
                 "origQuoteOrderQty": q.fmt(v.orig_quote_qty),
             }
         )

@@ -23,6 +23,7 @@ from keyplane.exchange.markets import Market
 from keyplane.exchange.params import (
     ORDER_TYPES,
     STP_MODES,
+    TRAILING_DELTA,
     BadCombination,
     choice_param,
     int_param,
@@ -90,6 +91,7 @@ def rate_limits(policy: Policy) -> list[dict[str, Any]]:
 
 
 def symbol_info(m: Market) -> dict[str, Any]:
+    lo_delta, hi_delta = TRAILING_DELTA
     lot = {"minQty": m.qty_text(m.min_qty), "maxQty": m.qty_text(m.max_qty), "stepSize": m.qty_text(m.step)}
     return {
         "symbol": m.symbol,
@@ -105,7 +107,7 @@ def symbol_info(m: Market) -> dict[str, Any]:
         "icebergAllowed": False,
         "ocoAllowed": False,
         "quoteOrderQtyMarketAllowed": True,
-        "allowTrailingStop": False,
+        "allowTrailingStop": True,
         "cancelReplaceAllowed": True,
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
@@ -116,6 +118,8 @@ def symbol_info(m: Market) -> dict[str, Any]:
             {"filterType": "MARKET_LOT_SIZE", **lot},  # market orders have the same quantity limits
             {"filterType": "NOTIONAL", "minNotional": m.quote.fmt(m.min_notional), "applyMinToMarket": True,
              "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 0},
+            {"filterType": "TRAILING_DELTA", "minTrailingAboveDelta": lo_delta, "maxTrailingAboveDelta": hi_delta,
+             "minTrailingBelowDelta": lo_delta, "maxTrailingBelowDelta": hi_delta},
         ],
         "permissions": ["SPOT"],
         "permissionSets": [["SPOT"]],
