@@ -12,9 +12,8 @@ from decimal import Decimal
 import ccxt
 import pytest
 
-from keyplane.accounts.stepup import StepUp
 from keyplane.client import ccxt_exchange
-from kptest.exchange import D, ExchangeServer, check_invariants, clear_books, exchange_server
+from kptest.exchange import D, ExchangeServer, ccxt_trader, check_invariants, clear_books, exchange_server
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +34,7 @@ def _empty_books(xs: ExchangeServer) -> Iterator[None]:
 
 
 def _trader(xs: ExchangeServer, **credit: str):
-    svc = xs.services
-    user = svc.accounts.create_user(f"s{secrets.token_hex(6)}@example.com", "correct horse battery staple")
-    for asset, amount in credit.items():
-        svc.exchange.wallet.credit(user.id, xs.a(asset), amount)
-    issued = svc.keys.create(user.id, scopes=("read", "trade"), step_up=StepUp.operator())
-    ex = ccxt_exchange(xs.url, issued.info.api_key, issued.secret, timeout=10000)
-    ex.load_markets()
-    return ex
+    return ccxt_trader(xs, **credit)
 
 
 def _bal(ex, asset: str) -> tuple[Decimal, Decimal]:

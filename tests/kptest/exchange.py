@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -191,3 +192,26 @@ def check_invariants(svc: Services) -> None:
 
 def D(x: Any) -> Decimal:
     return Decimal(str(x))
+
+
+def funded_user(svc: Services, **credit: str) -> int:
+    """A new user credited with ``credit`` (asset name: amount); its id."""
+    assert svc.exchange is not None
+    uid = svc.accounts.create_user(f"f{secrets.token_hex(6)}@example.com", "correct horse battery staple").id
+    for asset, amount in credit.items():
+        svc.exchange.wallet.credit(uid, asset, amount)
+    return uid
+
+
+def ccxt_trader(xs: ExchangeServer, **credit: str) -> Any:
+    """ccxt's binance class (keyplane.client) on a new account of ``xs``, credited with ``credit``
+    (asset: amount, before the server's suffix), with a key that may read and trade; markets loaded."""
+    from keyplane.accounts.stepup import StepUp
+    from keyplane.client import ccxt_exchange
+
+    svc = xs.services
+    uid = funded_user(svc, **{xs.a(asset): amount for asset, amount in credit.items()})
+    issued = svc.keys.create(uid, scopes=("read", "trade"), step_up=StepUp.operator())
+    ex = ccxt_exchange(xs.url, issued.info.api_key, issued.secret, timeout=10000)
+    ex.load_markets()
+    return ex

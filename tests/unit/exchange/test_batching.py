@@ -6,9 +6,7 @@ the commit) fails every order of the batch and applies none; orders match in arr
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sqlite3
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import event, exc, text
@@ -19,31 +17,13 @@ from keyplane.exchange.batching import GroupCommit
 from keyplane.exchange.errors import DuplicateOrder, InsufficientBalance
 from keyplane.exchange.orders import OrderService, OrderView, Placement
 from keyplane.exchange.params import parse_new_order
-from keyplane.services import Services, build_services
-from kptest.backends import db_scope
-from kptest.exchange import check_invariants, clear_books
+from kptest.exchange import funded_user
 
-
-@pytest.fixture(scope=db_scope("module"))
-def svc(make_settings) -> Iterator[Services]:
-    s = build_services(make_settings())
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _clean(svc) -> Iterator[None]:
-    clear_books(svc)
-    yield
-    check_invariants(svc)
-    clear_books(svc)
+pytestmark = pytest.mark.usefixtures("books")
 
 
 def user(svc, **credit) -> int:
-    uid = svc.accounts.create_user(f"b{secrets.token_hex(6)}@example.com", "correct horse battery staple").id
-    for asset, amount in credit.items():
-        svc.exchange.wallet.credit(uid, asset, amount)
-    return uid
+    return funded_user(svc, **credit)
 
 
 def order(svc, uid, side, price, qty, **extra) -> Placement:

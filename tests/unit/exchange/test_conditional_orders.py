@@ -4,42 +4,23 @@ cancels, refusals, and an armed trigger that outlives a restart."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import text
 
 from keyplane.exchange.errors import BadParameter, FilterFailure, InsufficientBalance, NotRequired, WouldTrigger
 from keyplane.exchange.params import parse_new_order
-from keyplane.services import Services, build_services
-from kptest.backends import db_scope
-from kptest.exchange import check_invariants, clear_books
+from keyplane.services import build_services
+from kptest.exchange import check_invariants, clear_books, funded_user
 
 BTC = 100_000_000  # base units of one BTC
 USDT = 100_000_000  # and of one USDT (both have 8 decimals in the test markets)
 
 
-@pytest.fixture(scope=db_scope("module"))
-def svc(make_settings) -> Iterator[Services]:
-    s = build_services(make_settings())
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _clean(svc) -> Iterator[None]:
-    clear_books(svc)
-    yield
-    check_invariants(svc)
-    clear_books(svc)
+pytestmark = pytest.mark.usefixtures("books")
 
 
 def user(svc, **credit) -> int:
-    uid = svc.accounts.create_user(f"c{secrets.token_hex(6)}@example.com", "correct horse battery staple").id
-    for asset, amount in credit.items():
-        svc.exchange.wallet.credit(uid, asset, amount)
-    return uid
+    return funded_user(svc, **credit)
 
 
 def place(svc, uid, side, otype="LIMIT", price=None, qty="0.1", **extra):

@@ -4,9 +4,6 @@ and the list's events."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import text
 
@@ -21,33 +18,16 @@ from keyplane.exchange.errors import (
 )
 from keyplane.exchange.orders import ListPlacement
 from keyplane.exchange.params import parse_legacy_oco, parse_new_order, parse_oco
-from keyplane.services import Services, build_services
-from kptest.backends import db_scope
-from kptest.exchange import check_invariants, clear_books
+from kptest.exchange import funded_user
 
 BTC = USDT = 100_000_000
 
 
-@pytest.fixture(scope=db_scope("module"))
-def svc(make_settings) -> Iterator[Services]:
-    s = build_services(make_settings())
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _clean(svc) -> Iterator[None]:
-    clear_books(svc)
-    yield
-    check_invariants(svc)
-    clear_books(svc)
+pytestmark = pytest.mark.usefixtures("books")
 
 
 def user(svc, **credit) -> int:
-    uid = svc.accounts.create_user(f"l{secrets.token_hex(6)}@example.com", "correct horse battery staple").id
-    for asset, amount in credit.items():
-        svc.exchange.wallet.credit(uid, asset, amount)
-    return uid
+    return funded_user(svc, **credit)
 
 
 def order(svc, uid, side, price, qty="0.1", otype="LIMIT"):

@@ -3,38 +3,17 @@ received, time in force, LIMIT_MAKER, market orders by quantity and by quote, se
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import pytest
 
 from keyplane.exchange.errors import InsufficientBalance, WouldTakeLiquidity
 from keyplane.exchange.params import parse_new_order
-from keyplane.services import Services, build_services
-from kptest.backends import db_scope
-from kptest.exchange import check_invariants, clear_books
+from kptest.exchange import funded_user
 
-
-@pytest.fixture(scope=db_scope("module"))
-def svc(make_settings) -> Iterator[Services]:
-    s = build_services(make_settings())
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _clean(svc) -> Iterator[None]:
-    clear_books(svc)
-    yield
-    check_invariants(svc)
-    clear_books(svc)
+pytestmark = pytest.mark.usefixtures("books")
 
 
 def user(svc, **credit) -> int:
-    uid = svc.accounts.create_user(f"o{secrets.token_hex(6)}@example.com", "correct horse battery staple").id
-    for asset, amount in credit.items():
-        svc.exchange.wallet.credit(uid, asset, amount)
-    return uid
+    return funded_user(svc, **credit)
 
 
 def place(svc, uid, side, otype="LIMIT", price=None, qty=None, **extra):
