@@ -1,13 +1,16 @@
 """Binance-compatible WebSocket market streams: ``/ws``, ``/ws/<stream>``, ``/stream?streams=a/b``.
 
 ``/ws/...`` sends payloads bare; ``/stream`` wraps each as ``{"stream": name, "data": payload}``.
-A path segment of digits alone (ccxt.pro opens ``/ws/0``, ``/ws/1``...) names no stream. The
-connection itself is :class:`keyplane.streams.session.Session`; the fan-out, :mod:`keyplane.streams.hub`.
+A path segment of digits alone (ccxt.pro opens ``/ws/0``, ``/ws/1``...) names no stream. A
+listenKey is a stream name, in the URL or in ``SUBSCRIBE``, checked by :func:`_user_stream` either
+way. The connection itself is :class:`keyplane.streams.session.Session`; the fan-out,
+:mod:`keyplane.streams.hub`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import Any
@@ -22,6 +25,7 @@ from keyplane.auth.errors import AuthError
 from keyplane.streams import listenkeys
 from keyplane.streams.hub import Hub, RedisRelay
 from keyplane.streams.session import MAX_FRAME, Session
+from keyplane.streams.subscriber import Subscriber
 from keyplane.streams.userfeed import UserStream
 
 router = APIRouter()
@@ -53,21 +57,25 @@ async def _serve(ws: WebSocket, names: list[str], combined: bool) -> None:
         await ws.accept()
         await ws.close(1011, "this server runs without an exchange: no market streams")
         return
-    session = Session(ws, hub, combined, transport=transport_of(ws))
+    opener = functools.partial(_user_stream, ws)
+    session = Session(ws, hub, combined, transport=transport_of(ws), open_listen_key=opener)
     tokens = [n for n in names if listenkeys.looks_like(n)]
-    users = []
+    users = {}
     for token in tokens:
-        opened = await _user_stream(ws, session, token)
+        opened = await _user_stream(ws, session.sub, token)
         if isinstance(opened, str):
             await ws.accept()
             await ws.close(1008, opened)
             return
-        users.append(opened)
+        users[token] = opened
     await session.run([n for n in names if n not in tokens], users)
 
 
-async def _user_stream(ws: WebSocket, session: Session, token: str) -> UserStream | str:
-    """The account stream a listenKey opens on this connection, or why it may not."""
+async def _user_stream(ws: WebSocket, sub: Subscriber, token: str) -> UserStream | str:
+    """The account stream a listenKey opens on the connection ``ws`` (whose subscriber is ``sub``),
+    or why it may not: it does not exist or has expired, or its key may not read its account from
+    the connection's address. A listenKey is a bearer token: the stream is its key's account's,
+    whoever holds it."""
     state: AppState = ws.app.state.keyplane
     hub = state.hub
     assert hub is not None
@@ -80,7 +88,6 @@ async def _user_stream(ws: WebSocket, session: Session, token: str) -> UserStrea
         auth.check_stream(await auth.lookup(found.key_id), ip)
     except AuthError as e:
         return e.message
-    sub = session.sub
 
     def wrap(text: str) -> str:
         return f'{{"stream":{json.dumps(token)},"data":{text}}}' if sub.combined else text

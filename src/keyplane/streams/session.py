@@ -8,6 +8,14 @@ streams), 3 a frame that is not JSON. Limits, as Binance's: at most ``MAX_STREAM
 connection, at most ``MAX_MESSAGES_PER_S`` incoming messages a second (more closes the connection,
 1008), a connection lives at most 24 hours (then 1000), a binary frame closes it (1003), a text
 frame over ``MAX_FRAME`` bytes closes it (1009). Pings are uvicorn's (``--ws-ping-interval``).
+
+A listenKey (keyplane.streams.listenkeys) is a stream name too, as on Binance: in the URL
+(``/ws/<listenKey>``) or in ``SUBSCRIBE``, it adds its account's events to the connection,
+``LIST_SUBSCRIPTIONS`` lists it and ``UNSUBSCRIBE`` drops it. It is a bearer token: whoever holds
+it gets that account's stream, checked by ``open_listen_key`` (keyplane.api.streams, the same check
+as for the URL) when it is subscribed. One that does not exist, has expired or whose key may not
+stream from the connection's address is refused with error 2, saying why; one that ends while
+subscribed ends the connection, with Binance's ``listenKeyExpired`` (keyplane.streams.userfeed).
 """
 
 from __future__ import annotations
@@ -17,12 +25,13 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from keyplane.streams.hub import Hub, Subscriber
+from keyplane.streams.listenkeys import looks_like
 from keyplane.streams.names import BadStream, Stream, parse
 from keyplane.streams.userfeed import UserStream
 
@@ -31,6 +40,9 @@ MAX_MESSAGES_PER_S = 5
 MAX_FRAME = 64 * 1024
 MAX_LIFETIME_S = 24 * 3600.0
 _CLOSE_TIMEOUT_S = 1.0
+
+# A listenKey -> its account's stream on the connection, or why it may not be opened there.
+OpenListenKey = Callable[[Subscriber, str], Awaitable[UserStream | str]]
 
 
 class Refused(Exception):
@@ -54,21 +66,30 @@ class Session:
     max_messages_per_s = MAX_MESSAGES_PER_S
 
     def __init__(
-        self, ws: WebSocket, hub: Hub, combined: bool, *, transport: Any = None, lifetime_s: float = MAX_LIFETIME_S
+        self,
+        ws: WebSocket,
+        hub: Hub,
+        combined: bool,
+        *,
+        transport: Any = None,
+        lifetime_s: float = MAX_LIFETIME_S,
+        open_listen_key: OpenListenKey | None = None,
     ) -> None:
         self.ws, self.hub = ws, hub
         self.sub = Subscriber(combined=combined, transport=transport)
         self.lifetime_s = lifetime_s
+        # None: listenKeys are not stream names here (they parse as bad names)
+        self.open_listen_key = open_listen_key
+        self.listened: dict[str, UserStream] = {}  # listenKey -> its account's stream, as subscribed
         self._recent: deque[float] = deque()
         self.client_left = False
 
-    async def run(self, initial: Sequence[str], users: Sequence[UserStream] = ()) -> None:
+    async def run(self, initial: Sequence[str], users: Mapping[str, UserStream] | None = None) -> None:
         """Accept, subscribe to ``initial`` (the URL's streams) and ``users`` (its listenKeys'
         account streams, already checked), and serve until either side ends. The account streams
         start before the handshake completes: an event that commits once the client is connected
         reaches it."""
-        for user in users:
-            await self.hub.users.subscribe(user)
+        await self._listen(users or {})
         try:
             await self.ws.accept()
         except BaseException:
@@ -103,6 +124,11 @@ class Session:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.ws.send_text(self.sub.final), _CLOSE_TIMEOUT_S)
             await self._close(code, reason)
+
+    async def _listen(self, users: Mapping[str, UserStream]) -> None:
+        for token, user in users.items():
+            await self.hub.users.subscribe(user)
+            self.listened[token] = user
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -170,20 +196,29 @@ class Session:
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
                 raise Refused(1, "Invalid value type: 'params' must be a list of stream names")
+            tokens = [p for p in dict.fromkeys(params) if self.open_listen_key is not None and looks_like(p)]
+            listen = set(tokens)
+            names = [p for p in params if p not in listen]
             try:
-                streams = streams_of(params, list(self.hub.ex.markets))
+                streams = streams_of(names, list(self.hub.ex.markets))
             except BadStream as e:
                 raise Refused(2, f"Invalid request: {e}") from None
             if method == "UNSUBSCRIBE":  # valid names not subscribed are ignored, as on Binance
                 self.hub.unsubscribe(self.sub, [s.name for s in streams])
+                for token in tokens:
+                    if (user := self.listened.pop(token, None)) is not None:
+                        self.hub.users.remove(user)
                 return None
             new = {s.name for s in streams} - set(self.sub.streams)
-            if len(self.sub.streams) + len(new) > MAX_STREAMS:
+            new_tokens = [t for t in tokens if t not in self.listened]
+            if len(self.sub.streams) + len(self.listened) + len(new) + len(new_tokens) > MAX_STREAMS:
                 raise Refused(2, f"Invalid request: too many streams, at most {MAX_STREAMS} on one connection")
+            users = await self._open(new_tokens)  # checked before anything is subscribed
             await self.hub.subscribe(self.sub, streams)
+            await self._listen(users)
             return None
         if method == "LIST_SUBSCRIPTIONS":
-            return list(self.sub.streams)
+            return [*self.sub.streams, *self.listened]
         if method in ("SET_PROPERTY", "GET_PROPERTY"):
             if not isinstance(params, list) or not params or not isinstance(params[0], str):
                 raise Refused(1, "Invalid value type: 'params' must be [property] or [property, value]")
@@ -201,3 +236,15 @@ class Session:
             f"Invalid request: unknown method {shown!r}; use SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, "
             "SET_PROPERTY or GET_PROPERTY",
         )
+
+    async def _open(self, tokens: Sequence[str]) -> dict[str, UserStream]:
+        """Each listenKey's account stream, checked, or Refused for the first that may not be
+        opened (then none is: a request subscribes all its streams or none)."""
+        opened: dict[str, UserStream] = {}
+        for token in tokens:
+            assert self.open_listen_key is not None  # (tokens are only looked for with one)
+            user = await self.open_listen_key(self.sub, token)
+            if isinstance(user, str):
+                raise Refused(2, f"Invalid request: {user}")
+            opened[token] = user
+        return opened
