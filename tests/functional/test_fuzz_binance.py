@@ -24,7 +24,29 @@ from kptest.exchange import ExchangeServer, clear_books, exchange_server
 # (method, path, the parameters the route reads)
 SIGNED = [
     ("POST", "/api/v3/order", ["symbol", "side", "type", "timeInForce", "price", "quantity", "quoteOrderQty",
-                               "newClientOrderId", "selfTradePreventionMode", "newOrderRespType"]),
+                               "newClientOrderId", "selfTradePreventionMode", "newOrderRespType", "stopPrice",
+                               "trailingDelta"]),
+    ("POST", "/api/v3/order/cancelReplace", ["symbol", "side", "type", "timeInForce", "price", "quantity",
+                                             "cancelReplaceMode", "cancelOrderId", "cancelOrigClientOrderId",
+                                             "cancelNewClientOrderId", "cancelRestrictions", "stopPrice"]),
+    ("DELETE", "/api/v3/openOrders", ["symbol"]),
+    ("POST", "/api/v3/orderList/oco", ["symbol", "side", "quantity", "aboveType", "abovePrice", "aboveStopPrice",
+                                       "aboveTrailingDelta", "aboveTimeInForce", "aboveClientOrderId", "belowType",
+                                       "belowPrice", "belowStopPrice", "belowTrailingDelta", "belowTimeInForce",
+                                       "belowClientOrderId", "listClientOrderId", "newOrderRespType"]),
+    ("POST", "/api/v3/order/oco", ["symbol", "side", "quantity", "price", "stopPrice", "stopLimitPrice",
+                                   "stopLimitTimeInForce", "limitClientOrderId", "stopClientOrderId",
+                                   "listClientOrderId", "trailingDelta"]),
+    ("DELETE", "/api/v3/orderList", ["symbol", "orderListId", "listClientOrderId"]),
+    ("GET", "/api/v3/orderList", ["orderListId", "origClientOrderId"]),
+    ("GET", "/api/v3/allOrderList", ["fromId", "startTime", "endTime", "limit"]),
+    ("GET", "/api/v3/openOrderList", []),
+    ("GET", "/api/v3/account/commission", ["symbol"]),
+    ("GET", "/sapi/v1/asset/tradeFee", ["symbol"]),
+    ("GET", "/sapi/v1/capital/config/getall", []),
+    ("GET", "/sapi/v1/asset/assetDetail", ["asset"]),
+    ("GET", "/sapi/v1/capital/deposit/address", ["coin", "network"]),
+    ("GET", "/sapi/v1/capital/deposit/address/list", ["coin", "network"]),
     ("POST", "/api/v3/order/test", ["symbol", "side", "type", "timeInForce", "price", "quantity", "quoteOrderQty",
                                     "newClientOrderId"]),
     ("GET", "/api/v3/order", ["symbol", "orderId", "origClientOrderId"]),
@@ -49,7 +71,13 @@ PUBLIC = [
     ("/api/v3/ticker/bookTicker", ["symbol", "symbols"]),
 ]
 GOOD = {
-    "symbol": ["BTCUSDT", "ETHUSDT", "btcusdt"], "side": ["BUY", "SELL"], "type": ["LIMIT", "MARKET", "LIMIT_MAKER"],
+    "symbol": ["BTCUSDT", "ETHUSDT", "btcusdt"], "side": ["BUY", "SELL"],
+    "type": ["LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
+    "aboveType": ["LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT"], "belowType": ["STOP_LOSS", "LIMIT_MAKER"],
+    "aboveTimeInForce": ["GTC"], "belowTimeInForce": ["GTC", "IOC"], "stopLimitTimeInForce": ["GTC"],
+    "stopPrice": ["19000", "21000"], "abovePrice": ["25000"], "belowPrice": ["15000"], "aboveStopPrice": ["24000"],
+    "belowStopPrice": ["16000"], "stopLimitPrice": ["15900"], "trailingDelta": ["100", "5", "2000"],
+    "cancelReplaceMode": ["STOP_ON_FAILURE", "ALLOW_FAILURE"],
     "timeInForce": ["GTC", "IOC", "FOK"], "price": ["20000", "0.01", "1000000"], "quantity": ["0.001", "1"],
     "quoteOrderQty": ["10", "5.5"], "coin": ["USDT", "ETH", "BTC"], "address": ["0x" + "ab" * 20],
     "amount": ["10", "20.5"], "network": ["ETH", "BTC"], "interval": ["1m", "1h", "1d"],
@@ -66,7 +94,7 @@ HOSTILE = [
 
 # Parameters that gate the rest of a route (an unknown symbol stops it at once): mostly valid, so
 # the other parameters get to the code that reads them.
-GATES = frozenset({"symbol", "side", "type", "timeInForce", "coin", "interval"})
+GATES = frozenset({"symbol", "side", "type", "timeInForce", "coin", "interval", "aboveType", "belowType"})
 
 
 def _value(name: str) -> st.SearchStrategy[str]:
@@ -142,6 +170,24 @@ def _check(r: httpx.Response, where: str) -> None:
 _SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
+
+
+def test_every_signed_binance_route_is_fuzzed():
+    """A new signed route is fuzzed from the day it exists: it must be listed in SIGNED."""
+    from fastapi.routing import APIRoute
+
+    from keyplane.api.binance import ROUTERS
+    from keyplane.auth.routes import ATTR
+
+    routes = {
+        (method, route.path)
+        for router in ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute) and (rule := getattr(route.endpoint, ATTR, None)) is not None
+        and rule.scope is not None
+        for method in route.methods
+    }  # fmt: skip
+    assert routes - {(m, p) for m, p, _ in SIGNED} == set()
 
 
 @_SETTINGS
