@@ -2,7 +2,8 @@
 from the server packages.
 
 - ``ccxt_exchange(profile_or_url, ...)``: a safe ccxt instance (``ccxt_async_exchange`` and
-  ``ccxt_pro_exchange`` for ccxt's async and pro forms);
+  ``ccxt_pro_exchange`` for ccxt's async and pro forms; ``ccxt_config`` for a program that builds
+  its own from a config dict);
 - ``KeyplaneClient``: the signing SDK;
 - ``ProfileStore``/``Keystore``/``Profile``: encrypted credentials;
 - ``redact.RedactingFilter``: a logging filter that keeps credentials out of logs.
@@ -10,7 +11,7 @@ from the server packages.
 
 from __future__ import annotations
 
-from keyplane.client.ccxt_factory import ccxt_async_exchange, ccxt_exchange, ccxt_pro_exchange
+from keyplane.client.ccxt_factory import ccxt_async_exchange, ccxt_config, ccxt_exchange, ccxt_pro_exchange
 from keyplane.client.keystore import Keystore
 from keyplane.client.profile import Profile, Secret
 from keyplane.client.sdk import KeyplaneClient
@@ -23,6 +24,7 @@ __all__ = [
     "ProfileStore",
     "Secret",
     "ccxt_async_exchange",
+    "ccxt_config",
     "ccxt_exchange",
     "ccxt_pro_exchange",
 ]

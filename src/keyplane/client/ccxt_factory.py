@@ -20,6 +20,9 @@ are keyplane's, so ``fetchMarkets={"types": [...]}`` may name ``linear``, ``inve
 The factory still leaves ``fetchCurrencies`` off: ``getall`` is a signed ``read`` call, and
 ``load_markets`` should work for any key, and without one (pass ``fetchCurrencies=True`` to have
 ccxt's currencies carry keyplane's networks, fees and withdrawal limits).
+
+A program that builds its own ccxt instances from a config dict (freqtrade's ``ccxt_config`` and
+``ccxt_async_config``) takes :func:`ccxt_config`: the same URL maps and options, as a dict.
 """
 
 from __future__ import annotations
@@ -161,14 +164,43 @@ def _pointed(template: Mapping[str, Any], base: str, prefix: str = "") -> dict[s
     return out
 
 
-def _keyplane(flavour: Flavour, base_url: str, api_key: str | None, secret: str | None, **options: Any) -> Any:
-    cls = _module(flavour).binance
+def ccxt_config(base_url: str, **options: Any) -> dict[str, Any]:
+    """The constructor config of a ccxt ``binance`` instance (sync, async or pro) that talks to the
+    keyplane server at ``base_url`` and nowhere else: ``{"urls": ..., "options": ...}``, plain JSON,
+    for a program that builds its own ccxt instances from a config (freqtrade's
+    ``exchange.ccxt_config`` and ``exchange.ccxt_async_config``). It holds no key: the program adds
+    its own ``apiKey`` and ``secret``.
+
+    The URL maps are ccxt.pro's, a superset of the sync and async ones, so one config serves all
+    three forms: REST and WebSocket URLs at the server, every other one at an address that cannot be
+    reached. The options are those of :func:`ccxt_exchange`.
+
+    Args:
+        base_url: the keyplane server, e.g. ``http://127.0.0.1:8000``.
+        options: extra ccxt options, merged over the safe defaults.
+
+    Raises:
+        ClientError: ``base_url`` is not an http(s) URL with a host, or a URL of an instance built
+            from the config would leave the server.
+    """
+    base, host = _server(base_url)
+    config = _config(_module("pro").binance, base, options)
+    # ccxt deep-merges ``urls`` into its defaults: check what a built instance would use.
+    _refuse_leaving("pro", _module("pro").binance(config), host)
+    return config
+
+
+def _server(base_url: str) -> tuple[str, str]:
     base = base_url.rstrip("/")
     host = urlsplit(base).hostname
     if urlsplit(base).scheme not in ("http", "https") or not host:
         raise ClientError(f"a keyplane server URL is http:// or https:// and a host, got {base_url!r}")
+    return base, host
+
+
+def _config(cls: Any, base: str, options: Mapping[str, Any]) -> dict[str, Any]:
     defaults = cls().urls
-    config: dict[str, Any] = {
+    return {
         # The sandbox and demo maps as the live one (keyplane has one surface), over their own keys.
         "urls": {part: _pointed({**(defaults.get(part) or {}), **defaults["api"]}, base) for part in _REQUEST_MAPS},
         "options": {
@@ -183,10 +215,9 @@ def _keyplane(flavour: Flavour, base_url: str, api_key: str | None, secret: str 
             **options,
         },
     }
-    if api_key is not None:
-        config["apiKey"] = api_key
-        config["secret"] = secret
-    exchange = cls(config)
+
+
+def _refuse_leaving(flavour: Flavour, exchange: Any, host: str) -> None:
     for part in _REQUEST_MAPS:
         for where, url in _leaves(exchange.urls.get(part) or {}):
             if isinstance(url, str) and urlsplit(url).hostname not in (host, _NOWHERE):
@@ -194,4 +225,15 @@ def _keyplane(flavour: Flavour, base_url: str, api_key: str | None, secret: str 
                     f"refusing to build a ccxt {flavour} exchange for keyplane: urls.{part}.{where} would send "
                     f"requests (and the key) to {urlsplit(url).hostname}"
                 )
+
+
+def _keyplane(flavour: Flavour, base_url: str, api_key: str | None, secret: str | None, **options: Any) -> Any:
+    cls = _module(flavour).binance
+    base, host = _server(base_url)
+    config = _config(cls, base, options)
+    if api_key is not None:
+        config["apiKey"] = api_key
+        config["secret"] = secret
+    exchange = cls(config)
+    _refuse_leaving(flavour, exchange, host)
     return exchange

@@ -29,4 +29,14 @@ async def system_status(request: Request) -> dict[str, object]:
     return {"status": 0, "msg": "normal"}
 
 
+@router.get("/sapi/v1/spot/delist-schedule")
+async def spot_delist_schedule() -> list[dict[str, object]]:
+    """Binance's schedule of spot markets to be delisted (``[{"delistTime": ms, "symbols": [...]}]``):
+    empty, as every keyplane market trades until the markets file drops it. Trading bots read it
+    before they trade (freqtrade's ``DelistFilter`` on Binance spot, at start-up and every
+    iteration; a 404 stops them). ccxt signs the call (a ``sapi`` one); the answer is the same for
+    every caller, so it is a public route and a signature on it is ignored, as in compat.py."""
+    return []
+
+
 # exchangeInfo lives with the rest of the market data in market.py.
