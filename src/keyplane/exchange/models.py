@@ -122,7 +122,13 @@ orders = sa.Table(
     sa.Column("working_ms", sa.BigInteger, nullable=True),
     sa.Column("list_id", sa.BigInteger, nullable=True),  # the order list (OCO) it belongs to
     sa.UniqueConstraint("user_id", "client_order_id", name="uq_ex_orders_client_id"),
-    sa.Index("ix_ex_orders_list", "list_id"),
+    # Only the few orders that belong to a list are indexed: a plain order pays no index entry.
+    sa.Index(
+        "ix_ex_orders_list",
+        "list_id",
+        sqlite_where=sa.text("list_id IS NOT NULL"),
+        postgresql_where=sa.text("list_id IS NOT NULL"),
+    ),
 )
 
 # Order lists: an OCO pair ("one cancels the other") of orders in one market. When either leg

@@ -49,8 +49,14 @@ def _schema(engine: sa.Engine) -> dict[str, dict[str, object]]:
             ),
             "uniques": sorted((u["name"], tuple(u["column_names"])) for u in insp.get_unique_constraints(table)),
             "checks": sorted(re.sub(r"\s+", " ", c["sqltext"]) for c in insp.get_check_constraints(table)),
-            "indexes": sorted(
-                (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table)
+            "indexes": sorted(  # a partial index's WHERE clause too
+                (
+                    i["name"],
+                    tuple(i["column_names"]),
+                    bool(i["unique"]),
+                    str(i.get("dialect_options", {}).get("sqlite_where", "")),
+                )
+                for i in insp.get_indexes(table)
             ),
         }
     return out

@@ -25,9 +25,12 @@ def upgrade() -> None:
         t.add_column(sa.Column("trailing_delta", sa.Integer, nullable=False, server_default="0"))
         t.add_column(sa.Column("working_ms", sa.BigInteger, nullable=True))
         t.add_column(sa.Column("list_id", sa.BigInteger, nullable=True))
-        t.create_index("ix_ex_orders_list", ["list_id"])
     # Every order placed so far was a plain one: it worked from the moment it was placed.
     op.execute("UPDATE ex_orders SET working_ms = created_ms")
+    op.create_index(
+        "ix_ex_orders_list", "ex_orders", ["list_id"], sqlite_where=sa.text("list_id IS NOT NULL"),
+        postgresql_where=sa.text("list_id IS NOT NULL"),
+    )  # fmt: skip
     op.create_table(
         "ex_triggers",
         sa.Column("order_id", _BIG_ID, nullable=False, autoincrement=False),
@@ -68,11 +71,11 @@ def downgrade() -> None:
     op.drop_table("ex_order_lists")
     with op.batch_alter_table("ex_book") as t:
         t.drop_column("sibling")
+    op.drop_index("ix_ex_orders_list", table_name="ex_orders")
     op.drop_index("ix_ex_triggers_user", table_name="ex_triggers")
     op.drop_index("ix_ex_triggers_price", table_name="ex_triggers")
     op.drop_table("ex_triggers")
     with op.batch_alter_table("ex_orders") as t:
-        t.drop_index("ix_ex_orders_list")
         t.drop_column("list_id")
         t.drop_column("working_ms")
         t.drop_column("trailing_delta")
