@@ -373,3 +373,7 @@ def test_all_orders_selections(xs):
     ]:
         r = signed_get(xs.url, "/api/v3/allOrders", api_key, secret, {"symbol": "ETHBTC", **params})
         assert r.status_code == 400 and r.json()["code"] == code and fragment in r.json()["msg"], (params, r.text)
+    # myTrades answers a window over 24 hours as allOrders does (Binance's -1127)
+    r = signed_get(xs.url, "/api/v3/myTrades", api_key, secret,
+                   {"symbol": "ETHBTC", "startTime": first, "endTime": first + 86_400_001})  # fmt: skip
+    assert r.status_code == 400 and r.json()["code"] == -1127, r.text

@@ -29,6 +29,7 @@ from keyplane.exchange.params import (
     market_of,
     parse_new_order,
     text_param,
+    time_window,
 )
 from keyplane.keys.scopes import Scope
 
@@ -238,9 +239,7 @@ async def my_trades(request: Request) -> JSONResponse:
     ex = exchange(request)
     p = ctx.params
     market = market_of(p, ex.markets)
-    start, end = int_param(p, "startTime"), int_param(p, "endTime")
-    if start is not None and end is not None and end - start > 86_400_000:
-        raise BadParameter("The time between startTime and endTime can't be longer than 24 hours.")
+    start, end = time_window(p, max_hours=24)  # -1127 beyond, as Binance answers
     rows = await run(
         ex, ex.orders.my_trades, ctx.key.user_id, market.symbol,
         start_ms=start, end_ms=end, from_id=int_param(p, "fromId"), order_id=int_param(p, "orderId"),
