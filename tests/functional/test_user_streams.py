@@ -213,6 +213,7 @@ def test_order_place_status_cancel_through_the_pipeline(xs: ExchangeServer) -> N
         forged = {**acct.sign(params), "signature": "0" * 64}
         bad = await c.call("order.place", forged)
         assert bad["error"]["code"] == -1022, bad
+        assert "sorted by name" in bad["error"]["msg"], bad  # the WebSocket API's signing rule, not REST's
         status = await c.call("order.status", acct.sign({"symbol": sym(xs), "orderId": order["orderId"]}))
         assert status["result"]["orderId"] == order["orderId"] and status["result"]["status"] == "NEW"
         rest = acct.rest("GET", "/api/v3/order", symbol=sym(xs), orderId=order["orderId"])

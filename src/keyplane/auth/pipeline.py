@@ -206,13 +206,19 @@ class Authenticator:
             httpsig.reject_algorithm(req.algorithm, rec.key_type)
 
     @staticmethod
-    def reject_signature(rec: KeyRecord, dialect: str = "binance") -> NoReturn:
+    def reject_signature(rec: KeyRecord, dialect: str = "binance", method: str = "") -> NoReturn:
         hmac_key = rec.key_type == "hmac"
         if dialect == "binance":
+            over = (
+                "every parameter but signature, sorted by name, as name=value joined by &"
+                if method == "WS"  # the WebSocket API's rule (keyplane.api.wsapi)
+                else "the query string followed by the body, exactly as sent, without the signature parameter"
+            )
             raise E.SignatureInvalid(
                 "Signature for this request is not valid: it must be "
                 + ("HMAC-SHA256 in hex" if hmac_key else "Ed25519 in base64")
-                + " over the query string followed by the body, exactly as sent, without the signature parameter"
+                + " over "
+                + over
             )
         raise E.SignatureInvalid(
             "the RFC 9421 signature is not valid: sign the signature base of @method, @path, @query "
@@ -331,7 +337,7 @@ class Authenticator:
             if (v.valid_until is None or v.valid_until > now_s) and v.verify_raw(req.payload, req.signature):
                 break
         else:
-            self.reject_signature(rec, req.dialect)
+            self.reject_signature(rec, req.dialect, method)
         if (rule.scope is not None and rule.scope not in rec.scopes) or (
             rule.symbol_restricted and rec.restrictions.symbols
         ):
