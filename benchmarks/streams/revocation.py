@@ -291,6 +291,8 @@ def run_mode(args: argparse.Namespace, mode: str, tmp: Path, pg_url: str, master
         "KEYPLANE_REDIS_PREFIX": prefix,
         "KEYPLANE_KEY_CACHE_POLL_S": poll_s,
         "KEYPLANE_KEY_CACHE_MAX_STALENESS_S": "30",
+        # every stream opens from this one address: more connections than an address may open by default
+        "KEYPLANE_RATE_LIMIT_PUBLIC_PER_IP": "10000000/minute",
     }
     if redis_url:
         env["KEYPLANE_REDIS_URL"] = redis_url

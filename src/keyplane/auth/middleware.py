@@ -27,8 +27,12 @@ from keyplane.errors import KeyplaneError
 log = logging.getLogger("keyplane.auth")
 
 # Unsigned routes under these prefixes count against the per-IP public limit.
-_PUBLIC_LIMITED = ("/api/", "/sapi/")
+# The unsigned Binance surface (the futures and options stubs included), limited per client IP.
+_PUBLIC_LIMITED = ("/api/", "/sapi/", "/fapi/", "/dapi/", "/eapi/")
 _PUBLIC_RULE = RouteRule(None, "binance", 1, False, "public")
+# Opening a WebSocket (market streams, the WebSocket API) weighs 2 in the same per-IP budget, as a
+# WebSocket API connection does on Binance: one address cannot open connections without bound.
+_CONNECT_RULE = RouteRule(None, "binance", 2, False, "ws:connect")
 
 
 def error_body(error: KeyplaneError, dialect: str) -> bytes:
@@ -96,6 +100,9 @@ class SignedRequestMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         rule = self.table.match(scope["method"], scope["path"], scope)
@@ -115,6 +122,19 @@ class SignedRequestMiddleware:
             await send_error(send, e, "binance")
             return
         await self.app(scope, receive, self._with_headers(send, admission, "binance") if admission.limit else send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket opens only within its address's budget; refused, it is accepted and closed
+        at once saying why (1008; 1013 when the limiter itself is unavailable: fail closed)."""
+        try:
+            await self.auth.gate.admit_public(self.client_ip(scope) or "-", _CONNECT_RULE)
+        except KeyplaneError as e:
+            if (await receive())["type"] == "websocket.connect":
+                reason = e.message.encode()[:120].decode(errors="ignore")
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 1013 if e.status == 503 else 1008, "reason": reason})
+            return
+        await self.app(scope, receive, send)
 
     async def _signed(self, scope: Scope, receive: Receive, send: Send, rule: RouteRule) -> None:
         ip = self.client_ip(scope)
