@@ -216,9 +216,11 @@ class UserFeed:
         listened = {s.listen_digest for streams in self._streams.values() for s in streams if s.listen_digest}
         if listened:
             still = await asyncio.to_thread(self.listen_keys.valid, listened)
+            # Only the listenKeys just checked: a stream subscribed while the check ran is checked next time.
+            gone = listened - still
             for streams in list(self._streams.values()):
                 for stream in list(streams):
-                    if stream.listen_digest is not None and stream.listen_digest not in still:
+                    if stream.listen_digest in gone:
                         self.end(stream, LISTEN_KEY_ENDED)
 
     def end(self, stream: UserStream, reason: str) -> None:
