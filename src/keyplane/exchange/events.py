@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyplane.db import Database
-from keyplane.exchange.history import OrderListView, find_list
+from keyplane.exchange.history import ORDER_COLS, OrderListView, OrderView, find_list
 from keyplane.exchange.sql import Raw, read, write
 
 BALANCE = "BALANCE"
@@ -30,10 +30,11 @@ _INSERT = (
     "INSERT INTO ex_account_events (user_id, ts, kind, status, order_id, trade_id, asset, delta) "
     "VALUES (:u, :ts, :k, :st, :o, :t, :a, :d)"
 )
+# The order's columns, as history.OrderView reads them (one list of an order's fields).
+_ORDER = ", ".join("o." + c.strip() for c in ORDER_COLS.split(","))
+_N_ORDER = len(ORDER_COLS.split(","))
 _AFTER = (
-    "SELECT e.id, e.user_id, e.ts, e.kind, e.status, e.order_id, e.trade_id, e.asset, e.delta, "
-    "o.symbol, o.side, o.type, o.tif, o.price, o.orig_qty, o.orig_quote_qty, o.client_order_id, o.stp, "
-    "o.created_ms, o.executed_qty, o.cum_quote, o.stop_price, o.trailing_delta, o.working_ms, o.list_id, "
+    f"SELECT e.id, e.user_id, e.ts, e.kind, e.status, e.order_id, e.trade_id, e.asset, e.delta, {_ORDER}, "
     "f.price, f.qty, f.quote_qty, f.commission, f.commission_asset, f.is_maker "
     "FROM ex_account_events e "
     "LEFT JOIN ex_orders o ON o.id = e.order_id AND e.kind <> 'LIST_STATUS' "
@@ -73,28 +74,6 @@ def append(db: Raw, rows: Sequence[dict[str, Any]]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class OrderFields:
-    """An order's fixed fields and its state now (``ex_orders``)."""
-
-    symbol: str
-    side: str
-    type: str
-    tif: str
-    price: int
-    orig_qty: int
-    orig_quote_qty: int
-    client_order_id: str
-    stp: str
-    created_ms: int
-    executed_qty: int
-    cum_quote: int
-    stop_price: int = 0
-    trailing_delta: int = 0
-    working_ms: int | None = None  # None while a conditional order waits for its trigger
-    list_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class FillFields:
     price: int
     qty: int
@@ -115,20 +94,11 @@ class AccountEvent:
     trade_id: int | None
     asset: str | None
     delta: int | None
-    order: OrderFields | None = None
+    order: OrderView | None = None  # the order as it is now (its row in ex_orders)
     fill: FillFields | None = None
     # TRADE: the order's executed quantity and quote as of this fill; other order events: as now
     cumulative: tuple[int, int] = (0, 0)
     order_list: OrderListView | None = None  # LIST_STATUS: the list, as it is now
-
-
-def _order(r: Sequence[object]) -> OrderFields:
-    symbol, side, type_, tif, price, qty, quote_qty, client_id, stp, created, executed, cum, sp, td, working, lst = r
-    return OrderFields(
-        str(symbol), str(side), str(type_), str(tif), int(price), int(qty), int(quote_qty),  # type: ignore[call-overload]
-        str(client_id), str(stp), int(created), int(executed), int(cum), int(sp), int(td),  # type: ignore[call-overload]
-        None if working is None else int(working), None if lst is None else int(lst),  # type: ignore[call-overload]
-    )  # fmt: skip
 
 
 class AccountEvents:
@@ -152,11 +122,12 @@ class AccountEvents:
                 ids.append(int(r[0]))
                 if not users(int(r[1])):
                     continue
-                order = None if r[9] is None else _order(r[9:25])
+                order = None if r[9] is None else OrderView(*r[9 : 9 + _N_ORDER])
+                f = r[9 + _N_ORDER :]
                 fill = (
                     None
-                    if r[25] is None
-                    else FillFields(int(r[25]), int(r[26]), int(r[27]), int(r[28]), str(r[29]), bool(r[30]))
+                    if f[0] is None
+                    else FillFields(int(f[0]), int(f[1]), int(f[2]), int(f[3]), str(f[4]), bool(f[5]))
                 )
                 cumulative = (0, 0)
                 if r[3] == "TRADE" and r[6] is not None:
