@@ -26,6 +26,7 @@ from binance.websocket.spot.websocket_stream import SpotWebsocketStreamClient
 
 from kptest import streams
 from kptest.exchange import ExchangeServer, check_invariants, clear_books, exchange_server
+from kptest.streams import levels
 
 pytestmark = pytest.mark.e2e
 
@@ -113,10 +114,6 @@ def _stop(*clients: SpotWebsocketStreamClient) -> None:
         c.stop()  # a close frame, then the reading thread ends on the server's
 
 
-def levels(rows: list[list[str]]) -> list[tuple[Decimal, Decimal]]:
-    return [(D(p), D(q)) for p, q, *_ in rows]
-
-
 def limit(spot: Spot, symbol: str, side: str, qty: str, price: str) -> dict[str, Any]:
     return spot.new_order(symbol=symbol, side=side, type="LIMIT", timeInForce="GTC", quantity=qty, price=price)
 
@@ -193,16 +190,7 @@ def test_depth_streams_on_a_combined_connection_keep_the_rest_book(xs: ExchangeS
         for f in inbox.payloads(lambda f: f.get("stream") == diff_name):
             update = f["data"]
             assert update["e"] == "depthUpdate" and update["s"] == symbol
-            if update["u"] <= last:
-                continue  # from before the snapshot
-            assert update["U"] <= last + 1 <= update["u"], (last, update)
-            last = update["u"]
-            for side, key in (("bids", "b"), ("asks", "a")):
-                for p, q in levels(update[key]):
-                    if q == 0:
-                        book[side].pop(p, None)
-                    else:
-                        book[side][p] = q
+            last = streams.apply_depth_update(book, last, update)
         assert last == final["lastUpdateId"]
         assert sorted(book["bids"].items(), reverse=True) == levels(final["bids"])
         assert sorted(book["asks"].items()) == levels(final["asks"]) == [(D("2050"), D("0.5"))]

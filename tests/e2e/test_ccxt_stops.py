@@ -5,7 +5,6 @@ armed, sees trades fire them, and cancels one, with balances checked to the unit
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -14,14 +13,14 @@ import pytest
 
 from keyplane.client import ccxt_exchange
 from kptest.exchange import D, ExchangeServer, ccxt_trader, check_invariants, clear_books, exchange_server
+from kptest.streams import market_suffix
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def xs(make_settings) -> Iterator[ExchangeServer]:
-    suffix = "S" + "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(2))
-    with exchange_server(make_settings(), suffix) as srv:
+    with exchange_server(make_settings(), market_suffix("S")) as srv:
         yield srv
 
 

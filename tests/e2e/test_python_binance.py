@@ -34,6 +34,7 @@ from keyplane.accounts.stepup import StepUp
 from kptest import streams
 from kptest.clients import ed25519_keypair
 from kptest.exchange import ExchangeServer, check_invariants, clear_books, exchange_server
+from kptest.streams import levels
 
 pytestmark = pytest.mark.e2e
 
@@ -159,10 +160,6 @@ async def cross(maker: AsyncClient, taker: AsyncClient, symbol: str, qty: str, p
     return order
 
 
-def levels(rows: list[list[str]]) -> list[tuple[Decimal, Decimal]]:
-    return [(D(p), D(q)) for p, q, *_ in rows]
-
-
 def test_trade_kline_and_ticker_sockets_match_rest(xs: ExchangeServer) -> None:
     symbol = xs.a("BTC") + xs.a("USDT")
 
@@ -252,16 +249,7 @@ def test_depth_sockets_keep_the_book_rest_shows(xs: ExchangeServer) -> None:
                 while last < final["lastUpdateId"]:
                     update = await message(diff, lambda m: m.get("e") == "depthUpdate", "the book's next update")
                     assert update["s"] == symbol
-                    if update["u"] <= last:
-                        continue  # from before the snapshot
-                    assert update["U"] <= last + 1 <= update["u"], (last, update)
-                    last = update["u"]
-                    for side, key in (("bids", "b"), ("asks", "a")):
-                        for p, q in levels(update[key]):
-                            if q == 0:
-                                book[side].pop(p, None)
-                            else:
-                                book[side][p] = q
+                    last = streams.apply_depth_update(book, last, update)
                 assert last == final["lastUpdateId"]
                 assert sorted(book["bids"].items(), reverse=True) == levels(final["bids"])
                 assert sorted(book["asks"].items()) == levels(final["asks"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Coroutine
+from decimal import Decimal
 from typing import Any
 
 from keyplane.accounts.service import UserInfo
@@ -47,3 +48,25 @@ def trading_account(svc: Services, **credit: str) -> tuple[UserInfo, IssuedKey]:
         step_up=StepUp.operator(),
     )
     return user, issued
+
+
+def levels(rows: list[list[str]]) -> list[tuple[Decimal, Decimal]]:
+    """A depth answer's or update's ``[price, qty]`` rows as Decimals."""
+    return [(Decimal(p), Decimal(q)) for p, q, *_ in rows]
+
+
+def apply_depth_update(book: dict[str, dict[Decimal, Decimal]], last: int, update: dict[str, Any]) -> int:
+    """Apply one ``depthUpdate`` to a local ``book`` (``{"bids": {price: qty}, "asks": ...}``) kept
+    since update id ``last``, as Binance tells clients to: an update wholly before ``last`` is
+    skipped, the next one must straddle ``last + 1``, a quantity of 0 removes the level. Returns
+    the book's update id after it."""
+    if update["u"] <= last:
+        return last  # from before the snapshot
+    assert update["U"] <= last + 1 <= update["u"], (last, update)
+    for side, key in (("bids", "b"), ("asks", "a")):
+        for p, q in levels(update[key]):
+            if q == 0:
+                book[side].pop(p, None)
+            else:
+                book[side][p] = q
+    return int(update["u"])
